@@ -1,0 +1,320 @@
+"""Metrics, the recorder every fixture records through, and marker budgets.
+
+No pytest here: the plugin hands a :class:`Recorder` to the fixtures and reads it back after the
+test body ran.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from .stats import LatencyHistogram, percentile, thin_samples
+from .units import (
+    UnitError,
+    format_value,
+    parse_count,
+    parse_duration,
+    parse_percent,
+    parse_rate,
+    parse_size,
+)
+
+__all__ = [
+    "BUDGET_KEYS",
+    "Budgets",
+    "BudgetCheck",
+    "Metric",
+    "Recorder",
+    "UNITS",
+    "check_budgets",
+]
+
+Better = Literal["lower", "higher"]
+
+#: Units a metric can have, with whether that unit is noisy (timing-like) by default.
+UNITS: dict[str, bool] = {"s": True, "1/s": True, "bytes": False, "count": False, "ratio": False}
+
+#: Statistics a metric with samples can be summarised by (and compared on).
+STATS = ("mean", "min", "p50", "p90", "p95", "p99", "p999", "max")
+_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9, "max": 100.0}
+
+
+@dataclass
+class Metric:
+    """One measured quantity of one test."""
+
+    name: str
+    unit: str
+    better: Better
+    value: float  # the compared statistic (``stat``) of the distribution, or the single value
+    stat: str = "value"  # "value" for a single number, else one of STATS
+    noisy: bool = True  # timing-like: compared with the significance test and environment rules
+    role: str | None = None  # which marker budgets apply: latency, error_rate, rps, queries, memory, rss
+    samples: list[float] | None = None  # sorted, thinned reservoir (non-histogram distributions)
+    histogram: LatencyHistogram | None = None  # timing distributions
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-able extras (e.g. fingerprints)
+    distorted: str | None = None  # why this timing must not be trusted (e.g. a memory tracer ran)
+
+    @property
+    def count(self) -> int:
+        if self.histogram is not None:
+            return self.histogram.count
+        if self.samples is not None:
+            return len(self.samples)
+        return 1
+
+    def statistic(self, stat: str) -> float:
+        """Any of STATS (or ``value``) of this metric's distribution."""
+        if stat == "value" or (self.histogram is None and self.samples is None):
+            return self.value
+        if self.histogram is not None:
+            if stat == "mean":
+                return self.histogram.mean
+            if stat == "min":
+                return self.histogram.min
+            if stat == "max":
+                return self.histogram.max
+            return self.histogram.percentile(_PERCENTILES[stat])
+        assert self.samples is not None
+        if stat == "mean":
+            return math.fsum(self.samples) / len(self.samples) if self.samples else math.nan
+        if stat == "min":
+            return self.samples[0] if self.samples else math.nan
+        return percentile(self.samples, _PERCENTILES[stat])
+
+    def distribution(self) -> list[tuple[float, int]]:
+        """Weighted samples for the significance test."""
+        if self.histogram is not None:
+            return list(self.histogram.items())
+        if self.samples is not None:
+            return [(s, 1) for s in self.samples]
+        return [(self.value, 1)]
+
+    def summary(self) -> dict[str, float]:
+        """Headline statistics, for people reading a baseline or a report."""
+        if self.histogram is None and self.samples is None:
+            return {}
+        return {stat: self.statistic(stat) for stat in STATS}
+
+    def format(self, value: float | None = None) -> str:
+        return format_value(self.value if value is None else value, self.unit)
+
+
+class Recorder:
+    """Collects the metrics of one test. ``perf.record(...)`` and every fixture go through here."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, Metric] = {}
+        #: Set while something that distorts timings runs (a costly memory tracer); timings
+        #: recorded meanwhile carry it as ``Metric.distorted``.
+        self.timing_distortion: str | None = None
+
+    def record(
+        self,
+        name: str,
+        value_or_samples: float | Sequence[float] | LatencyHistogram,
+        unit: str = "s",
+        better: Better = "lower",
+        *,
+        stat: str | None = None,
+        role: str | None = None,
+        noisy: bool | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Metric:
+        """Record ``name``: one number, a sequence of samples, or a latency histogram.
+
+        ``unit`` is one of ``s``, ``bytes``, ``count``, ``ratio``, ``1/s``; ``better`` says which
+        direction is an improvement. Samples are summarised by ``stat`` (default ``p50``), which
+        is also the statistic compared with the baseline.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"metric name must be a non-empty string, got {name!r}")
+        if unit not in UNITS:
+            raise ValueError(f"metric {name!r}: unknown unit {unit!r}; use one of {', '.join(UNITS)}")
+        if better not in ("lower", "higher"):
+            raise ValueError(f"metric {name!r}: better must be 'lower' or 'higher', got {better!r}")
+        if stat is not None and stat not in STATS and stat != "value":
+            raise ValueError(f"metric {name!r}: unknown stat {stat!r}; use one of {', '.join(STATS)}")
+        if name in self.metrics:
+            raise ValueError(
+                f"metric {name!r} was already recorded in this test; give each metric its own name"
+            )
+        histogram: LatencyHistogram | None = None
+        samples: list[float] | None = None
+        if isinstance(value_or_samples, LatencyHistogram):
+            if unit != "s":
+                raise ValueError(f"metric {name!r}: a latency histogram has unit 's', not {unit!r}")
+            histogram = value_or_samples
+            if histogram.count == 0:
+                raise ValueError(f"metric {name!r}: the histogram holds no samples")
+        elif isinstance(value_or_samples, (int, float)) and not isinstance(value_or_samples, bool):
+            single = float(value_or_samples)
+            _check_finite(name, single)
+        elif isinstance(value_or_samples, Iterable) and not isinstance(value_or_samples, (str, bytes)):
+            raw = [float(v) for v in value_or_samples]
+            if not raw:
+                raise ValueError(f"metric {name!r}: no samples given")
+            for sample in raw:
+                _check_finite(name, sample)
+            if unit == "s":
+                histogram = LatencyHistogram.from_samples(raw)
+            else:
+                samples = thin_samples(raw)
+        else:
+            raise TypeError(
+                f"metric {name!r}: expected a number or a sequence of numbers, "
+                f"got {type(value_or_samples).__name__}"
+            )
+        has_distribution = histogram is not None or samples is not None
+        chosen = (stat or "p50") if has_distribution else "value"
+        metric = Metric(
+            name=name,
+            unit=unit,
+            better=better,
+            value=0.0,
+            stat=chosen,
+            noisy=UNITS[unit] if noisy is None else noisy,
+            role=role if role is not None else ("latency" if unit == "s" else None),
+            samples=samples,
+            histogram=histogram,
+            details=dict(details or {}),
+        )
+        metric.value = metric.statistic(chosen) if has_distribution else single
+        if metric.noisy and self.timing_distortion:
+            metric.distorted = self.timing_distortion
+        self.metrics[name] = metric
+        return metric
+
+    def __repr__(self) -> str:
+        return f"<perf recorder: {len(self.metrics)} metric(s)>"
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"metric {name!r}: value {value!r} is not a finite number")
+
+
+# ---------------------------------------------------------------------------------------------
+# budgets
+
+
+def _budget_parsers() -> dict[str, Any]:
+    return {
+        **{key: parse_duration for key in ("p50", "p90", "p95", "p99", "p999", "max", "mean")},
+        "error_rate": parse_percent,
+        "rps": parse_rate,
+        "queries": parse_count,
+        "memory": parse_size,
+        "rss": parse_size,
+        "tolerance": parse_percent,
+    }
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Absolute limits from ``@pytest.mark.perf(...)``, checked on every run."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    p999: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    error_rate: float | None = None
+    rps: float | None = None
+    queries: int | None = None
+    memory: int | None = None
+    rss: int | None = None
+    tolerance: float | None = None
+
+    @classmethod
+    def parse(cls, kwargs: Mapping[str, Any]) -> Budgets:
+        """Validate marker keywords; raises ``ValueError`` naming the keyword."""
+        parsers = _budget_parsers()
+        values: dict[str, Any] = {}
+        for key, raw in kwargs.items():
+            if key not in parsers:
+                raise ValueError(
+                    f"unknown budget {key}={raw!r}; valid budgets: {', '.join(BUDGET_KEYS)}"
+                )
+            try:
+                values[key] = parsers[key](raw)
+            except UnitError as exc:
+                raise ValueError(f"budget {key}={raw!r}: {exc}") from None
+        return cls(**values)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+
+
+BUDGET_KEYS = tuple(f.name for f in fields(Budgets))
+
+#: What each budget keyword means, for ``pytest --markers`` and the README.
+BUDGET_HELP = {
+    "p50": "max median latency",
+    "p90": "max 90th percentile latency",
+    "p95": "max 95th percentile latency",
+    "p99": "max 99th percentile latency",
+    "p999": "max 99.9th percentile latency",
+    "max": "max latency",
+    "mean": "max mean latency",
+    "error_rate": "max error rate of load results, e.g. '1%'",
+    "rps": "min throughput of load results, requests/s",
+    "queries": "max SQL statements issued by the test body",
+    "memory": "max Python-heap peak of the test body, e.g. '64MB' or '64MiB'",
+    "rss": "max RSS peak of the test body",
+    "tolerance": "this test's regression tolerance, e.g. '20%'",
+}
+
+_LATENCY_BUDGETS = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
+_ROLE_BUDGETS = {"error_rate": "error_rate", "rps": "rps", "queries": "queries", "memory": "memory", "rss": "rss"}
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    metric: str
+    budget: str
+    limit: float
+    measured: float
+    unit: str
+    passed: bool
+    minimum: bool  # the budget is a floor (rps) rather than a ceiling
+
+    def describe(self) -> str:
+        op = "≥" if self.minimum else "≤"
+        mark = "✓" if self.passed else "✗"
+        return (
+            f"{mark} {self.metric}: {self.budget} {format_value(self.measured, self.unit)} "
+            f"(budget {op} {format_value(self.limit, self.unit)})"
+        )
+
+
+def check_budgets(metrics: Iterable[Metric], budgets: Budgets) -> list[BudgetCheck]:
+    """Every applicable (budget, metric) pair. Latency budgets apply to every metric of role
+    ``latency``; the others to metrics of the role of the same name."""
+    checks: list[BudgetCheck] = []
+    for metric in metrics:
+        if metric.role == "latency":
+            for key in _LATENCY_BUDGETS:
+                limit = getattr(budgets, key)
+                if limit is None:
+                    continue
+                measured = metric.statistic(key)
+                checks.append(
+                    BudgetCheck(metric.name, key, limit, measured, "s", measured <= limit, False)
+                )
+        elif metric.role in _ROLE_BUDGETS:
+            key = _ROLE_BUDGETS[metric.role]
+            limit = getattr(budgets, key)
+            if limit is None:
+                continue
+            minimum = key == "rps"
+            passed = metric.value >= limit if minimum else metric.value <= limit
+            checks.append(
+                BudgetCheck(metric.name, key, float(limit), metric.value, metric.unit, passed, minimum)
+            )
+    return checks

@@ -1,0 +1,143 @@
+"""The plugin's resolved configuration: one frozen object, built once from CLI → ini → env → default.
+
+No pytest here; :func:`pytest_bridgeperf.plugin` reads the raw values and calls :func:`resolve`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .units import UnitError, parse_duration, parse_percent
+
+__all__ = ["DEFAULTS", "Settings", "SettingsError", "resolve"]
+
+
+class SettingsError(ValueError):
+    """An option or ini value is invalid; the message names it."""
+
+
+#: Defaults of the values that have one (ini text form, as `pytest --help` shows it).
+DEFAULTS: dict[str, str] = {
+    "perf_baseline": "perf-baseline.json",
+    "perf_tolerance": "10%",
+    "perf_env": "default",
+    "perf_min_delta": "200us",
+    "perf_alpha": "0.01",
+    "perf_max_duration": "60s",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = False  # --perf
+    baseline_path: Path = Path("perf-baseline.json")
+    update: bool = False
+    accept: bool = False  # --perf-accept: --perf-update also rewrites regressed entries
+    prune: bool = False
+    tolerance: float = 0.10
+    env: str = "default"
+    report_path: Path | None = None
+    strict: bool = False
+    min_delta: float = 200e-6  # absolute floor of a timing regression, seconds
+    alpha: float = 0.01  # significance level of the timing test
+    allowed_hosts: tuple[str, ...] = ()  # load targets beyond loopback
+    max_duration: float = 60.0  # hard cap of one load run, seconds
+    memory_lines: bool = False  # --perf-memory-lines
+    quiet: bool = False  # pytest -q: no live progress lines
+
+
+def _flag(cli: object, ini: object) -> bool:
+    if cli is not None:
+        return bool(cli)
+    if isinstance(ini, bool):
+        return ini
+    return str(ini or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _text(cli: object, ini: object, env: str | None, default: str) -> str:
+    for value in (cli, ini, env):
+        if value is not None and str(value).strip() != "":
+            return str(value).strip()
+    return default
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    ini: Callable[[str], Any],
+    rootdir: Path,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """Resolve every setting. ``cli`` maps dest names (``perf_tolerance``) to parsed CLI values
+    (``None`` when not given); ``ini(name)`` returns the ini value."""
+
+    def parse(name: str, option: str, parser: Callable[[str], Any], raw: str) -> Any:
+        try:
+            return parser(raw)
+        except (UnitError, ValueError) as exc:
+            raise SettingsError(f"{option} / ini {name} = {raw!r}: {exc}") from None
+
+    update = _flag(cli.get("perf_update"), None)
+    prune = _flag(cli.get("perf_prune"), None)
+    enabled = _flag(cli.get("perf"), ini("perf")) or update or prune
+    baseline = Path(_text(cli.get("perf_baseline"), ini("perf_baseline"), None, DEFAULTS["perf_baseline"]))
+    if not baseline.is_absolute():
+        baseline = rootdir / baseline
+    tolerance = parse(
+        "perf_tolerance",
+        "--perf-tolerance",
+        lambda raw: parse_percent(raw, bare_is_percent=True),
+        _text(cli.get("perf_tolerance"), ini("perf_tolerance"), None, DEFAULTS["perf_tolerance"]),
+    )
+    env = _text(cli.get("perf_env"), ini("perf_env"), environ.get("PERF_ENV"), DEFAULTS["perf_env"])
+    if any(ch in env for ch in "\n\r\t") or len(env) > 100:
+        raise SettingsError(f"--perf-env / ini perf_env = {env!r}: not a usable section name")
+    min_delta = parse(
+        "perf_min_delta",
+        "--perf-min-delta",
+        parse_duration,
+        _text(cli.get("perf_min_delta"), ini("perf_min_delta"), None, DEFAULTS["perf_min_delta"]),
+    )
+
+    def alpha_parser(raw: str) -> float:
+        value = float(raw)
+        if not 0 < value < 1:
+            raise ValueError("must be between 0 and 1, e.g. 0.01")
+        return value
+
+    alpha = parse("perf_alpha", "ini perf_alpha", alpha_parser, _text(None, ini("perf_alpha"), None, DEFAULTS["perf_alpha"]))
+    max_duration = parse(
+        "perf_max_duration",
+        "ini perf_max_duration",
+        parse_duration,
+        _text(None, ini("perf_max_duration"), None, DEFAULTS["perf_max_duration"]),
+    )
+    hosts_raw: Sequence[str] | str | None = ini("perf_allowed_hosts")
+    if isinstance(hosts_raw, str):
+        hosts_raw = hosts_raw.split()
+    report = cli.get("perf_report")
+    accept = _flag(cli.get("perf_accept"), None)
+    if accept and not update:
+        raise SettingsError("--perf-accept only makes sense with --perf-update")
+    return Settings(
+        enabled=enabled,
+        baseline_path=baseline,
+        update=update,
+        accept=accept,
+        prune=prune,
+        tolerance=tolerance,
+        env=env,
+        report_path=(rootdir / report if report and not Path(report).is_absolute() else Path(report))
+        if report
+        else None,
+        strict=_flag(cli.get("perf_strict"), ini("perf_strict")),
+        min_delta=min_delta,
+        alpha=alpha,
+        allowed_hosts=tuple(h.strip() for h in (hosts_raw or ()) if h.strip()),
+        max_duration=max_duration,
+        memory_lines=_flag(cli.get("perf_memory_lines"), ini("perf_memory_lines")),
+        quiet=bool(cli.get("quiet")),
+    )

@@ -1,0 +1,270 @@
+"""Distributions, percentiles, the significance test and the verdict rules.
+
+Timing distributions live in HDR histograms (``hdrhistogram``, values in integer nanoseconds,
+3 significant digits, 1 ns .. 1 h), stored in HdrHistogram's standard compressed encoding so any
+HdrHistogram tool can read a baseline. Other noisy metrics keep a capped, order-preserving sample
+reservoir. No pytest here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "ALPHA",
+    "LatencyHistogram",
+    "Comparison",
+    "compare_distributions",
+    "compare_exact",
+    "mann_whitney",
+    "percentile",
+    "thin_samples",
+]
+
+#: Two-sided significance level of the Mann-Whitney U test used for timing verdicts.
+ALPHA = 0.01
+
+_NS = 1_000_000_000
+_LOWEST_NS = 1
+_HIGHEST_NS = 3600 * _NS
+_SIGNIFICANT_DIGITS = 3
+#: Reservoirs of non-timing samples are thinned to this many order statistics.
+MAX_SAMPLES = 1000
+
+
+class LatencyHistogram:
+    """An HDR histogram of durations. Public values are seconds; storage is nanoseconds."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self, hdr: HdrHistogram | None = None) -> None:
+        self._h = hdr if hdr is not None else HdrHistogram(
+            _LOWEST_NS, _HIGHEST_NS, _SIGNIFICANT_DIGITS
+        )
+
+    # recording -------------------------------------------------------------------------------
+    def record(self, seconds: float, count: int = 1) -> None:
+        self.record_ns(int(round(seconds * _NS)), count)
+
+    def record_ns(self, nanoseconds: int, count: int = 1) -> None:
+        value = min(max(nanoseconds, _LOWEST_NS), _HIGHEST_NS)
+        self._h.record_value(value, count)
+
+    def merge(self, other: LatencyHistogram) -> None:
+        self._h.add(other._h)
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[float]) -> LatencyHistogram:
+        hist = cls()
+        for sample in samples:
+            hist.record(sample)
+        return hist
+
+    # reading ---------------------------------------------------------------------------------
+    @property
+    def hdr(self) -> HdrHistogram:
+        return self._h
+
+    @property
+    def count(self) -> int:
+        return int(self._h.get_total_count())
+
+    def percentile(self, q: float) -> float:
+        """The value at percentile ``q`` (0..100) in seconds; ``nan`` when empty."""
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile must be within 0..100, got {q!r}")
+        if self.count == 0:
+            return math.nan
+        return float(self._h.get_value_at_percentile(q)) / _NS
+
+    @property
+    def mean(self) -> float:
+        return float(self._h.get_mean_value()) / _NS if self.count else math.nan
+
+    @property
+    def stdev(self) -> float:
+        return float(self._h.get_stddev()) / _NS if self.count else math.nan
+
+    @property
+    def max(self) -> float:
+        return float(self._h.get_max_value()) / _NS if self.count else math.nan
+
+    @property
+    def min(self) -> float:
+        return float(self._h.get_min_value()) / _NS if self.count else math.nan
+
+    def items(self) -> Iterator[tuple[float, int]]:
+        """``(value_seconds, count)`` for every non-empty bucket, ascending."""
+        for item in self._h.get_recorded_iterator():
+            yield item.value_iterated_to / _NS, int(item.count_at_value_iterated_to)
+
+    # storage ---------------------------------------------------------------------------------
+    def encode(self) -> str:
+        return bytes(self._h.encode()).decode("ascii")
+
+    @classmethod
+    def decode(cls, text: str) -> LatencyHistogram:
+        try:
+            hdr = HdrHistogram.decode(text.encode("ascii"))
+        except Exception as exc:  # the decoder raises a mix of zlib/base64/struct errors
+            raise ValueError(f"not an HdrHistogram compressed encoding: {exc}") from None
+        if hdr is None:
+            raise ValueError("not an HdrHistogram compressed encoding")
+        return cls(hdr)
+
+    def __repr__(self) -> str:
+        return f"<LatencyHistogram count={self.count} p50={self.percentile(50) if self.count else None}>"
+
+
+def percentile(sorted_samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted samples (the HdrHistogram definition)."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q!r}")
+    n = len(sorted_samples)
+    if n == 0:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * n))
+    return float(sorted_samples[min(rank, n) - 1])
+
+
+def thin_samples(samples: Sequence[float], limit: int = MAX_SAMPLES) -> list[float]:
+    """Sorted samples reduced to at most ``limit`` evenly spaced order statistics (keeps min/max)."""
+    ordered = sorted(float(s) for s in samples)
+    n = len(ordered)
+    if n <= limit:
+        return ordered
+    return [ordered[round(i * (n - 1) / (limit - 1))] for i in range(limit)]
+
+
+def _weighted(values: Iterable[tuple[float, int]]) -> list[tuple[float, int]]:
+    merged: dict[float, int] = {}
+    for value, count in values:
+        if count:
+            merged[value] = merged.get(value, 0) + count
+    return sorted(merged.items())
+
+
+def mann_whitney(
+    a: Iterable[tuple[float, int]], b: Iterable[tuple[float, int]]
+) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test on weighted samples ``(value, count)``.
+
+    Returns ``(p_value, effect)`` where ``effect`` is P(B > A) + ½·P(B = A) (0.5 = no shift).
+    Uses the normal approximation with tie correction, computed over distinct values, so a
+    histogram of millions of requests costs as much as its bucket count. ``p = 1`` when either
+    side has fewer than 2 samples.
+    """
+    wa, wb = _weighted(a), _weighted(b)
+    n1 = sum(c for _, c in wa)
+    n2 = sum(c for _, c in wb)
+    if n1 < 2 or n2 < 2:
+        return 1.0, 0.5
+    values = sorted({v for v, _ in wa} | {v for v, _ in wb})
+    ca, cb = dict(wa), dict(wb)
+    below_a = 0
+    u_b = 0.0  # number of (a, b) pairs with b > a, ties counting ½
+    tie_term = 0.0
+    for value in values:
+        x, y = ca.get(value, 0), cb.get(value, 0)
+        u_b += y * (below_a + x / 2)
+        below_a += x
+        t = x + y
+        tie_term += t * t * t - t
+    n = n1 + n2
+    mean_u = n1 * n2 / 2
+    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
+    effect = u_b / (n1 * n2)
+    if variance <= 0:
+        return 1.0, effect
+    # continuity correction towards the mean
+    z = (abs(u_b - mean_u) - 0.5) / math.sqrt(variance)
+    p = math.erfc(max(z, 0.0) / math.sqrt(2))
+    return min(1.0, p), effect
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Outcome of comparing a current metric with its baseline."""
+
+    verdict: str  # ok | regressed | improved
+    change: float  # relative change of the compared statistic, + means larger
+    p_value: float | None  # None when no test was possible (single values)
+    basis: str  # human words for why
+
+
+def _worse(change: float, better: str) -> float:
+    """Change expressed so that positive means worse."""
+    return change if better == "lower" else -change
+
+
+def relative_change(baseline: float, current: float) -> float:
+    if baseline == current:
+        return 0.0
+    if baseline == 0:
+        return math.inf if current > 0 else -math.inf
+    return (current - baseline) / abs(baseline)
+
+
+def compare_exact(baseline: float, current: float, *, better: str, tolerance: float) -> Comparison:
+    """Deterministic metrics (counts, Python-heap bytes): tolerance alone decides."""
+    change = relative_change(baseline, current)
+    worse = _worse(change, better)
+    if worse > tolerance:
+        verdict = "regressed"
+    elif -worse > tolerance:
+        verdict = "improved"
+    else:
+        verdict = "ok"
+    return Comparison(verdict, change, None, f"tolerance {_pct(tolerance)}, exact")
+
+
+def compare_distributions(
+    baseline_value: float,
+    current_value: float,
+    baseline_dist: Sequence[tuple[float, int]],
+    current_dist: Sequence[tuple[float, int]],
+    *,
+    better: str,
+    tolerance: float,
+    floor: float,
+    alpha: float = ALPHA,
+) -> Comparison:
+    """Noisy metrics: regressed only when the change exceeds the tolerance, a Mann-Whitney U test
+    rejects "same distribution" at ``alpha`` (when both sides have samples), and the absolute
+    difference exceeds ``floor``."""
+    change = relative_change(baseline_value, current_value)
+    worse = _worse(change, better)
+    delta = abs(current_value - baseline_value)
+    n_base = sum(c for _, c in baseline_dist)
+    n_cur = sum(c for _, c in current_dist)
+    p_value: float | None = None
+    if n_base >= 2 and n_cur >= 2:
+        p_value, _ = mann_whitney(baseline_dist, current_dist)
+    beyond = abs(worse) > tolerance and delta > floor
+    significant = p_value is None or p_value < alpha
+    basis = f"tolerance {_pct(tolerance)}"
+    basis += f", p = {_fmt_p(p_value)}" if p_value is not None else ", single value"
+    if beyond and significant:
+        verdict = "regressed" if worse > 0 else "improved"
+    else:
+        verdict = "ok"
+        if abs(worse) > tolerance and delta <= floor:
+            basis += ", below the absolute floor"
+        elif abs(worse) > tolerance and not significant:
+            basis += f", not significant at α = {alpha:g}"
+    return Comparison(verdict, change, p_value, basis)
+
+
+def _pct(fraction: float) -> str:
+    percent = fraction * 100
+    return f"{percent:g} %"
+
+
+def _fmt_p(p: float) -> str:
+    if p < 0.0001:
+        return f"{p:.1e}"
+    return f"{p:.4f}".rstrip("0").rstrip(".") if p < 0.01 else f"{p:.2f}"
