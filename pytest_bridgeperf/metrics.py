@@ -24,11 +24,11 @@ from .units import (
 
 __all__ = [
     "BUDGET_KEYS",
-    "Budgets",
+    "UNITS",
     "BudgetCheck",
+    "Budgets",
     "Metric",
     "Recorder",
-    "UNITS",
     "check_budgets",
 ]
 
@@ -52,7 +52,9 @@ class Metric:
     value: float  # the compared statistic (``stat``) of the distribution, or the single value
     stat: str = "value"  # "value" for a single number, else one of STATS
     noisy: bool = True  # timing-like: compared with the significance test and environment rules
-    role: str | None = None  # which marker budgets apply: latency, error_rate, rps, queries, memory, rss
+    role: str | None = (
+        None  # which marker budgets apply: latency, error_rate, rps, queries, memory, rss
+    )
     samples: list[float] | None = None  # sorted, thinned reservoir (non-histogram distributions)
     histogram: LatencyHistogram | None = None  # timing distributions
     details: dict[str, Any] = field(default_factory=dict)  # JSON-able extras (e.g. fingerprints)
@@ -133,11 +135,15 @@ class Recorder:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"metric name must be a non-empty string, got {name!r}")
         if unit not in UNITS:
-            raise ValueError(f"metric {name!r}: unknown unit {unit!r}; use one of {', '.join(UNITS)}")
+            raise ValueError(
+                f"metric {name!r}: unknown unit {unit!r}; use one of {', '.join(UNITS)}"
+            )
         if better not in ("lower", "higher"):
             raise ValueError(f"metric {name!r}: better must be 'lower' or 'higher', got {better!r}")
         if stat is not None and stat not in STATS and stat != "value":
-            raise ValueError(f"metric {name!r}: unknown stat {stat!r}; use one of {', '.join(STATS)}")
+            raise ValueError(
+                f"metric {name!r}: unknown stat {stat!r}; use one of {', '.join(STATS)}"
+            )
         if name in self.metrics:
             raise ValueError(
                 f"metric {name!r} was already recorded in this test; give each metric its own name"
@@ -153,7 +159,9 @@ class Recorder:
         elif isinstance(value_or_samples, (int, float)) and not isinstance(value_or_samples, bool):
             single = float(value_or_samples)
             _check_finite(name, single)
-        elif isinstance(value_or_samples, Iterable) and not isinstance(value_or_samples, (str, bytes)):
+        elif isinstance(value_or_samples, Iterable) and not isinstance(
+            value_or_samples, (str, bytes)
+        ):
             raw = [float(v) for v in value_or_samples]
             if not raw:
                 raise ValueError(f"metric {name!r}: no samples given")
@@ -248,7 +256,11 @@ class Budgets:
         return cls(**values)
 
     def items(self) -> list[tuple[str, Any]]:
-        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+        return [
+            (f.name, getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        ]
 
 
 BUDGET_KEYS = tuple(f.name for f in fields(Budgets))
@@ -271,7 +283,13 @@ BUDGET_HELP = {
 }
 
 _LATENCY_BUDGETS = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
-_ROLE_BUDGETS = {"error_rate": "error_rate", "rps": "rps", "queries": "queries", "memory": "memory", "rss": "rss"}
+_ROLE_BUDGETS = {
+    "error_rate": "error_rate",
+    "rps": "rps",
+    "queries": "queries",
+    "memory": "memory",
+    "rss": "rss",
+}
 
 
 @dataclass(frozen=True)
@@ -315,6 +333,8 @@ def check_budgets(metrics: Iterable[Metric], budgets: Budgets) -> list[BudgetChe
             minimum = key == "rps"
             passed = metric.value >= limit if minimum else metric.value <= limit
             checks.append(
-                BudgetCheck(metric.name, key, float(limit), metric.value, metric.unit, passed, minimum)
+                BudgetCheck(
+                    metric.name, key, float(limit), metric.value, metric.unit, passed, minimum
+                )
             )
     return checks

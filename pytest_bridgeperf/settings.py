@@ -1,4 +1,5 @@
-"""The plugin's resolved configuration: one frozen object, built once from CLI → ini → env → default.
+"""The plugin's resolved configuration: one frozen object, resolved once from CLI → ini → env →
+default.
 
 No pytest here; :func:`pytest_bridgeperf.plugin` reads the raw values and calls :func:`resolve`.
 """
@@ -83,7 +84,9 @@ def resolve(
     update = _flag(cli.get("perf_update"), None)
     prune = _flag(cli.get("perf_prune"), None)
     enabled = _flag(cli.get("perf"), ini("perf")) or update or prune
-    baseline = Path(_text(cli.get("perf_baseline"), ini("perf_baseline"), None, DEFAULTS["perf_baseline"]))
+    baseline = Path(
+        _text(cli.get("perf_baseline"), ini("perf_baseline"), None, DEFAULTS["perf_baseline"])
+    )
     if not baseline.is_absolute():
         baseline = rootdir / baseline
     tolerance = parse(
@@ -108,7 +111,12 @@ def resolve(
             raise ValueError("must be between 0 and 1, e.g. 0.01")
         return value
 
-    alpha = parse("perf_alpha", "ini perf_alpha", alpha_parser, _text(None, ini("perf_alpha"), None, DEFAULTS["perf_alpha"]))
+    alpha = parse(
+        "perf_alpha",
+        "ini perf_alpha",
+        alpha_parser,
+        _text(None, ini("perf_alpha"), None, DEFAULTS["perf_alpha"]),
+    )
     max_duration = parse(
         "perf_max_duration",
         "ini perf_max_duration",
@@ -130,7 +138,9 @@ def resolve(
         prune=prune,
         tolerance=tolerance,
         env=env,
-        report_path=(rootdir / report if report and not Path(report).is_absolute() else Path(report))
+        report_path=(
+            rootdir / report if report and not Path(report).is_absolute() else Path(report)
+        )
         if report
         else None,
         strict=_flag(cli.get("perf_strict"), ini("perf_strict")),

@@ -16,8 +16,8 @@ from hdrh.histogram import HdrHistogram
 
 __all__ = [
     "ALPHA",
-    "LatencyHistogram",
     "Comparison",
+    "LatencyHistogram",
     "compare_distributions",
     "compare_exact",
     "mann_whitney",
@@ -42,13 +42,13 @@ class LatencyHistogram:
     __slots__ = ("_h",)
 
     def __init__(self, hdr: HdrHistogram | None = None) -> None:
-        self._h = hdr if hdr is not None else HdrHistogram(
-            _LOWEST_NS, _HIGHEST_NS, _SIGNIFICANT_DIGITS
+        self._h = (
+            hdr if hdr is not None else HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _SIGNIFICANT_DIGITS)
         )
 
     # recording -------------------------------------------------------------------------------
     def record(self, seconds: float, count: int = 1) -> None:
-        self.record_ns(int(round(seconds * _NS)), count)
+        self.record_ns(round(seconds * _NS), count)
 
     def record_ns(self, nanoseconds: int, count: int = 1) -> None:
         value = min(max(nanoseconds, _LOWEST_NS), _HIGHEST_NS)
@@ -117,7 +117,8 @@ class LatencyHistogram:
         return cls(hdr)
 
     def __repr__(self) -> str:
-        return f"<LatencyHistogram count={self.count} p50={self.percentile(50) if self.count else None}>"
+        p50 = self.percentile(50) if self.count else None
+        return f"<LatencyHistogram count={self.count} p50={p50}>"
 
 
 def percentile(sorted_samples: Sequence[float], q: float) -> float:
@@ -132,7 +133,7 @@ def percentile(sorted_samples: Sequence[float], q: float) -> float:
 
 
 def thin_samples(samples: Sequence[float], limit: int = MAX_SAMPLES) -> list[float]:
-    """Sorted samples reduced to at most ``limit`` evenly spaced order statistics (keeps min/max)."""
+    """Sorted samples thinned to at most ``limit`` evenly spaced order statistics (min/max kept)."""
     ordered = sorted(float(s) for s in samples)
     n = len(ordered)
     if n <= limit:

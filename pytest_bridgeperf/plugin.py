@@ -1,0 +1,583 @@
+"""pytest hooks: options, the ``perf`` marker, budgets, baseline comparison and the summary.
+
+The measuring and baseline code lives in pytest-free modules; this module wires them to pytest.
+State lives on ``config.stash`` / ``item.stash`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .baseline import Baseline, BaselineError, machine_fingerprint, machine_id, metric_entry
+from .compare import VERDICTS, Verdict, judge
+from .metrics import BUDGET_HELP, BUDGET_KEYS, Budgets, Metric, Recorder, check_budgets
+from .settings import DEFAULTS, Settings, SettingsError, resolve
+from .units import format_change, format_value
+
+pytest_plugins = ["pytest_bridgeperf.fixtures"]
+
+__all__ = ["recorder_for", "settings_key"]
+
+SKIP_REASON = "perf test: run with --perf"
+
+settings_key = pytest.StashKey[Settings]()
+_recorder_key = pytest.StashKey[Recorder]()
+_budgets_key = pytest.StashKey[Budgets]()
+_outcome_key = pytest.StashKey[dict[str, Any]]()
+
+#: Marker budgets that need the whole test body measured, and the module that measures them.
+_BODY_PROBES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("queries",), "pytest_bridgeperf.queries"),
+    (("memory", "rss"), "pytest_bridgeperf.memory"),
+)
+
+
+def recorder_for(item: pytest.Item) -> Recorder:
+    """The metric recorder of ``item`` (created on first use)."""
+    recorder = item.stash.get(_recorder_key, None)
+    if recorder is None:
+        recorder = item.stash[_recorder_key] = Recorder()
+    return recorder
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+
+
+def _marker_help() -> str:
+    budgets = "; ".join(f"{key}: {BUDGET_HELP[key]}" for key in BUDGET_KEYS)
+    return (
+        "perf(**budgets): a performance test, run only with --perf; its metrics are compared "
+        f"with the baseline. Budgets are absolute limits checked on every run — {budgets}. "
+        "Durations like '50ms', sizes like '64MB'/'64MiB', percentages like '1%'."
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perf", "performance regression testing (pytest-bridgeperf)")
+
+    def flag(name: str, ini: str | None, help: str) -> None:
+        group.addoption(
+            name, action="store_true", default=None, dest=name[2:].replace("-", "_"), help=help
+        )
+        if ini:
+            parser.addini(ini, f"{help} (ini form of {name})", type="bool", default=False)
+
+    def value(name: str, ini: str | None, metavar: str, help: str) -> None:
+        dest = name[2:].replace("-", "_")
+        default = DEFAULTS.get(dest)
+        shown = f" (default: {default})" if default else ""
+        group.addoption(
+            name, action="store", default=None, dest=dest, metavar=metavar, help=help + shown
+        )
+        if ini:
+            parser.addini(ini, help + shown, default=default)
+
+    flag("--perf", "perf", "run tests marked perf and compare their metrics with the baseline")
+    value("--perf-baseline", "perf_baseline", "PATH", "baseline JSON file, relative to the rootdir")
+    flag("--perf-update", None, "write this run's passing results into the baseline (merging)")
+    flag(
+        "--perf-accept",
+        None,
+        "with --perf-update: accept regressions (do not fail them) and write them too",
+    )
+    flag(
+        "--perf-prune",
+        None,
+        "drop baseline entries of tests that no longer exist in the collected files",
+    )
+    value("--perf-tolerance", "perf_tolerance", "PCT", "allowed regression before a test fails")
+    value(
+        "--perf-env",
+        "perf_env",
+        "NAME",
+        "baseline section to compare with (also env PERF_ENV)",
+    )
+    value("--perf-report", None, "PATH", "write every metric, its baseline and verdict as JSON")
+    flag(
+        "--perf-strict",
+        "perf_strict",
+        "also fail on stale baselines (improvements), new and missing entries",
+    )
+    value(
+        "--perf-min-delta",
+        "perf_min_delta",
+        "DURATION",
+        "absolute floor: smaller timing changes never count as regressions",
+    )
+    flag(
+        "--perf-memory-lines",
+        "perf_memory_lines",
+        "for a test that broke its memory budget, add a line-by-line memory report",
+    )
+    parser.addini(
+        "perf_alpha",
+        f"significance level of the timing regression test (default: {DEFAULTS['perf_alpha']})",
+        default=DEFAULTS["perf_alpha"],
+    )
+    parser.addini(
+        "perf_allowed_hosts",
+        "hosts besides loopback that perf_load may send requests to",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "perf_max_duration",
+        f"hard cap of one load run (default: {DEFAULTS['perf_max_duration']})",
+        default=DEFAULTS["perf_max_duration"],
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _marker_help())
+    names = (
+        "perf", "perf_baseline", "perf_update", "perf_accept", "perf_prune", "perf_tolerance",
+        "perf_env", "perf_report", "perf_strict", "perf_min_delta", "perf_memory_lines",
+    )  # fmt: skip
+    cli = {name: config.getoption(name, None) for name in names}
+    cli["quiet"] = config.get_verbosity() < 0
+    try:
+        settings = resolve(cli, config.getini, config.rootpath)
+    except SettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[settings_key] = settings
+    if settings.enabled:
+        try:
+            baseline = Baseline.load(settings.baseline_path)
+        except BaselineError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.pluginmanager.register(PerfSession(config, settings, baseline), "bridgeperf-session")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so validation covers every perf test
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    enabled = config.stash[settings_key].enabled
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        marker = item.get_closest_marker("perf")
+        if marker is None:
+            continue
+        if not enabled:
+            item.add_marker(skip)
+            continue
+        item.stash[_budgets_key] = _parse_budgets(item)
+
+
+def _parse_budgets(item: pytest.Item) -> Budgets:
+    merged: dict[str, Any] = {}
+    # closest marker first: function-level budgets override class/module-level ones
+    for marker in reversed(list(item.iter_markers("perf"))):
+        if marker.args:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.perf takes keyword budgets only "
+                f"(e.g. p95='50ms'), got positional {marker.args!r}"
+            )
+        merged.update(marker.kwargs)
+    try:
+        return Budgets.parse(merged)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.perf: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the session (registered only with --perf)
+
+
+@dataclass
+class _TestOutcome:
+    payload: dict[str, Any] | None = None
+    failed: bool = False
+
+
+@dataclass
+class _Totals:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
+
+
+class PerfSession:
+    """Compares metrics with the baseline, collects results (also from xdist workers), writes the
+    baseline, the JSON report and the terminal summary."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, baseline: Baseline) -> None:
+        self.config = config
+        self.settings = settings
+        self.baseline = baseline
+        self.fingerprint = machine_fingerprint()
+        self.machine = machine_id(self.fingerprint)
+        self.worker = hasattr(config, "workerinput")
+        self.outcomes: dict[str, _TestOutcome] = {}
+        self.collected: set[str] = set()
+        self.collected_files: set[str] = set()
+        self.from_workers = False
+        self.missing: list[Verdict] = []
+        self.missing_tests: list[tuple[str, list[str]]] = []
+        self.written: list[str] = []
+        self.pruned: list[str] = []
+
+    # collection ------------------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)  # see every collected test, before -k/-m deselect some
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            self._note_collected(item.nodeid)
+        if self.worker:
+            output: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
+            output["bridgeperf_collected"] = sorted(self.collected)
+
+    def _note_collected(self, nodeid: str) -> None:
+        self.collected.add(nodeid)
+        self.collected_files.add(nodeid.split("::", 1)[0])
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: the worker's full collection (before deselection)."""
+        for nodeid in getattr(node, "workeroutput", {}).get("bridgeperf_collected", []):
+            self._note_collected(nodeid)
+
+    # running ---------------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        recorder = recorder_for(item)
+        budgets = item.stash.get(_budgets_key, None)
+        with contextlib.ExitStack() as stack:
+            if budgets is not None:
+                for keys, module in _BODY_PROBES:
+                    if any(getattr(budgets, key) is not None for key in keys):
+                        probe = importlib.import_module(module).body_probe
+                        cm = probe(budgets, recorder, self.settings, _rerun(item))
+                        if cm is not None:
+                            stack.enter_context(cm)
+            result = yield
+        failures = self._evaluate(item, recorder, budgets or Budgets())
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+        return result
+
+    def _evaluate(self, item: pytest.Item, recorder: Recorder, budgets: Budgets) -> list[str]:
+        """Budgets and baseline verdicts of the test's metrics; returns failure lines."""
+        settings = self.settings
+        tolerance = budgets.tolerance if budgets.tolerance is not None else settings.tolerance
+        env = settings.env
+        base_metrics = self.baseline.metrics(env, item.nodeid)
+        base_machine = self.baseline.machine_of(env, item.nodeid)
+        comparable = base_machine is None or machine_id(base_machine) == self.machine
+        checks = check_budgets(recorder.metrics.values(), budgets)
+        failures: list[str] = []
+        explain: dict[str, str] = {}
+        for check in checks:
+            if not check.passed:
+                line = check.describe()
+                base = base_metrics.get(check.metric)
+                if base is not None:
+                    line += (
+                        f" — baseline {format_value(base.value, base.unit)}, "
+                        f"tolerance {tolerance * 100:g} %"
+                    )
+                failures.append(line)
+                explain[check.metric] = recorder.metrics[check.metric].details.get("explain", "")
+        rows: list[dict[str, Any]] = []
+        regressions: list[str] = []
+        for name, metric in recorder.metrics.items():
+            verdict = judge(
+                metric,
+                base_metrics.get(name),
+                tolerance=tolerance,
+                min_delta=settings.min_delta,
+                alpha=settings.alpha,
+                comparable=comparable,
+            )
+            fails = (verdict.verdict == "regressed" and not settings.accept) or (
+                settings.strict and not settings.update and verdict.verdict in ("improved", "new")
+            )
+            if fails:
+                line = f"✗ {verdict.describe()}: {verdict.verdict}"
+                if verdict.verdict == "improved":
+                    line += " (baseline is stale: run --perf-update)"
+                elif verdict.verdict == "new":
+                    line += " (no baseline entry; --perf-strict: run --perf-update)"
+                regressions.append(line)
+                diff = _diff_details(metric, base_metrics.get(name))
+                extra = "\n".join(x for x in (diff, metric.details.get("explain", "")) if x)
+                if extra:
+                    explain[name] = extra
+            rows.append(_row(metric, verdict, [c for c in checks if c.metric == name]))
+        for name, base in base_metrics.items():
+            if name not in recorder.metrics:
+                verdict = Verdict(
+                    name, "missing", base.unit, base.stat, None, base.value, basis="not recorded"
+                )
+                rows.append(_row(None, verdict, []))
+                if settings.strict and not settings.update:
+                    regressions.append(f"✗ {verdict.describe()}: missing (--perf-strict)")
+        failures.extend(regressions)
+        entries = {
+            name: metric_entry(metric)
+            for name, metric in recorder.metrics.items()
+            if not (metric.noisy and metric.distorted)
+        }
+        kept = [n for n, m in recorder.metrics.items() if m.noisy and m.distorted]
+        item.stash[_outcome_key] = {
+            "metrics": rows,
+            "entries": entries,
+            "kept": kept,  # distorted timings: the stored entry (if any) stays as it was
+            "machine": self.fingerprint,
+            "worker": self.worker,
+            "tolerance": tolerance,
+        }
+        if not failures:
+            return []
+        # the first line is what `-rA`/the short summary shows: make it the most useful one
+        parts = [f"perf: {failures[0].removeprefix('✗ ')}"]
+        if len(failures) > 1:
+            parts.extend("  " + line for line in failures)
+        for name, text in explain.items():
+            if text:
+                parts.append(f"\n{name}:\n{text}")
+        return parts
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.when == "call":
+            payload = item.stash.get(_outcome_key, None)
+            if payload is not None:
+                # travels with the report to the xdist controller (reports serialise __dict__)
+                report.bridgeperf = payload  # type: ignore[attr-defined]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        outcome = self.outcomes.setdefault(report.nodeid, _TestOutcome())
+        if report.failed:
+            outcome.failed = True
+        payload = getattr(report, "bridgeperf", None)
+        if report.when == "call" and payload is not None:
+            outcome.payload = payload
+            if payload.get("worker"):
+                self.from_workers = True
+
+    # finishing -------------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)  # after xdist's own sessionfinish has collected the workers
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.worker:
+            return
+        self._find_missing()
+        if self.settings.update or self.settings.prune:
+            self._update_baseline()
+        strict_missing = self.settings.strict and not self.settings.update and self.missing_tests
+        if strict_missing and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.settings.report_path is not None:
+            self._write_report(session)
+
+    def _find_missing(self) -> None:
+        """Baseline entries whose test is gone from a file that was collected this run."""
+        for nodeid, test in sorted(self.baseline.tests(self.settings.env).items()):
+            if nodeid in self.collected or nodeid.split("::", 1)[0] not in self.collected_files:
+                continue
+            self.missing_tests.append((nodeid, sorted(test.get("metrics", {}))))
+
+    def _update_baseline(self) -> None:
+        env = self.settings.env
+        changed = False
+        if self.settings.update:
+            for nodeid, outcome in sorted(self.outcomes.items()):
+                if outcome.failed or outcome.payload is None or not outcome.payload["entries"]:
+                    continue
+                entries = dict(outcome.payload["entries"])
+                old = self.baseline.tests(env).get(nodeid, {}).get("metrics", {})
+                for name in outcome.payload["kept"]:
+                    if name in old:
+                        entries[name] = old[name]
+                self.baseline.set_test(env, nodeid, entries, outcome.payload["machine"])
+                self.written.append(nodeid)
+                changed = True
+        if self.settings.prune:
+            rootpath = self.config.rootpath
+            for nodeid in list(self.baseline.tests(env)):
+                path = nodeid.split("::", 1)[0]
+                gone_file = not (rootpath / path).exists()
+                if gone_file or (path in self.collected_files and nodeid not in self.collected):
+                    self.baseline.remove_test(env, nodeid)
+                    self.pruned.append(nodeid)
+                    changed = True
+            self.missing_tests = []
+        if changed:
+            self.baseline.save()
+
+    def _results(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for nodeid, outcome in self.outcomes.items():
+            if outcome.payload is not None and outcome.payload["metrics"]:
+                yield nodeid, outcome.payload
+
+    def _totals(self) -> dict[str, int]:
+        totals = dict.fromkeys(VERDICTS, 0)
+        for _, payload in self._results():
+            for row in payload["metrics"]:
+                totals[row["verdict"]] += 1
+        for _, metrics in self.missing_tests:
+            totals["missing"] += len(metrics)
+        return totals
+
+    def _write_report(self, session: pytest.Session) -> None:
+        assert self.settings.report_path is not None
+        tests = {
+            nodeid: {
+                "outcome": "failed" if self.outcomes[nodeid].failed else "passed",
+                "metrics": payload["metrics"],
+                "tolerance": payload["tolerance"],
+            }
+            for nodeid, payload in sorted(self._results())
+        }
+        for nodeid, metrics in self.missing_tests:
+            tests[nodeid] = {
+                "outcome": "missing",
+                "metrics": [{"name": name, "verdict": "missing"} for name in metrics],
+            }
+        document = {
+            "tool": "pytest-bridgeperf",
+            "schema": 1,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "environment": self.settings.env,
+            "machine": self.fingerprint,
+            "baseline": str(self.settings.baseline_path),
+            "settings": {
+                "tolerance": self.settings.tolerance,
+                "min_delta": self.settings.min_delta,
+                "alpha": self.settings.alpha,
+                "strict": self.settings.strict,
+                "update": self.settings.update,
+            },
+            "xdist": self.from_workers,
+            "totals": self._totals(),
+            "tests": tests,
+            "written": self.written,
+            "pruned": self.pruned,
+        }
+        path = self.settings.report_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(
+            json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+        os.replace(tmp, path)
+
+    # summary ---------------------------------------------------------------------------------
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.worker:
+            return
+        tr = terminalreporter
+        results = sorted(self._results())
+        if not results and not self.missing_tests and not self.pruned:
+            return
+        tr.write_sep("=", f"perf summary (env {self.settings.env})")
+        not_comparable = False
+        for nodeid, payload in results:
+            tr.write_line(nodeid)
+            for row in payload["metrics"]:
+                tr.write_line("  " + _summary_line(row))
+                not_comparable |= row["verdict"] == "not comparable"
+        for nodeid, metrics in self.missing_tests:
+            tr.write_line(f"{nodeid}")
+            for name in metrics:
+                tr.write_line(f"  {name}: test not found — missing (run --perf-prune to drop it)")
+        totals = self._totals()
+        line = ", ".join(f"{count} {verdict}" for verdict, count in totals.items())
+        tr.write_line(f"perf: {line}")
+        if self.written or self.pruned:
+            tr.write_line(
+                f"perf: baseline {self.settings.baseline_path} updated: "
+                f"{len(self.written)} test(s) written, {len(self.pruned)} pruned"
+            )
+        if not_comparable:
+            tr.write_line(
+                "perf: warning: some timings were not compared — the baseline was measured on "
+                "another machine (or a memory tracer distorted them); deterministic metrics "
+                "were still enforced",
+                yellow=True,
+            )
+        if self.from_workers:
+            tr.write_line(
+                "perf: warning: timing metrics were measured under pytest-xdist; workers share "
+                f"{os.cpu_count()} core(s), so timings are noisier than in a serial run",
+                yellow=True,
+            )
+
+
+def _rerun(item: pytest.Item) -> Callable[[], object]:
+    def rerun() -> object:
+        item.runtest()
+        return None
+
+    return rerun
+
+
+def _diff_details(metric: Metric, base: Any) -> str:
+    """Extra explanation of a regression that compares stored details (e.g. query fingerprints)."""
+    if base is None or metric.role != "queries":
+        return ""
+    try:
+        from .queries import fingerprint_diff
+    except ImportError:
+        return ""
+    try:
+        return str(fingerprint_diff(base.details, metric.details))
+    except Exception:  # a diff is a courtesy; never let it mask the verdict
+        return ""
+
+
+def _row(metric: Metric | None, verdict: Verdict, checks: list[Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": verdict.name,
+        "unit": verdict.unit,
+        "stat": verdict.stat,
+        "verdict": verdict.verdict,
+        "current": verdict.current,
+        "baseline": verdict.baseline,
+        "change": verdict.change
+        if verdict.change is None or abs(verdict.change) != float("inf")
+        else None,
+        "p_value": verdict.p_value,
+        "basis": verdict.basis,
+        "budgets": [
+            {"budget": c.budget, "limit": c.limit, "measured": c.measured, "passed": c.passed}
+            for c in checks
+        ],
+    }
+    if metric is not None:
+        row.update(
+            better=metric.better,
+            n=metric.count,
+            noisy=metric.noisy,
+            summary=metric.summary(),
+            distorted=metric.distorted,
+        )
+    return row
+
+
+def _summary_line(row: dict[str, Any]) -> str:
+    unit = row["unit"]
+    label = row["name"] if row["stat"] in ("value", "") else f"{row['name']} {row['stat']}"
+    base = "—" if row["baseline"] is None else format_value(row["baseline"], unit)
+    cur = "—" if row["current"] is None else format_value(row["current"], unit)
+    change = format_change(row["change"]) if row["change"] is not None else ""
+    budget_marks = "".join(" ✓" if b["passed"] else " ✗" for b in row.get("budgets", []))
+    budget = f"  budget{budget_marks}" if budget_marks else ""
+    return f"{label:<40} {base:>10} → {cur:<10} {change:>7}  {row['verdict']}{budget}"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
