@@ -140,7 +140,7 @@ def parse_count(value: str | float | int) -> int:
         raise UnitError(f"invalid count {value!r}: expected a whole number")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if not isinstance(value, int) or value < 0:
         raise UnitError(f"invalid count {value!r}: expected a whole, non-negative number")
