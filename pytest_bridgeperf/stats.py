@@ -79,7 +79,17 @@ class LatencyHistogram:
             raise ValueError(f"percentile must be within 0..100, got {q!r}")
         if self.count == 0:
             return math.nan
-        return float(self._h.get_value_at_percentile(q)) / _NS
+        # Nearest rank, as `percentile()` and the Java/C HdrHistogram: the python hdrh rounds the
+        # target rank half up instead, which put p90 of 7 samples on the 6th value.
+        target = max(1, math.ceil(q / 100 * self.count))
+        h, seen = self._h, 0
+        for index in range(h.counts_len):
+            seen += h.get_count_at_index(index)
+            if seen >= target:
+                value = h.get_value_from_index(index)
+                edge = h.get_highest_equivalent_value if q else h.get_lowest_equivalent_value
+                return float(edge(value)) / _NS
+        return self.max
 
     @property
     def mean(self) -> float:
