@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from .baseline import Baseline, BaselineError, machine_fingerprint, machine_id, metric_entry
+from .baseline import (
+    Baseline,
+    BaselineError,
+    BaselineMetric,
+    machine_fingerprint,
+    machine_id,
+    metric_entry,
+)
 from .compare import VERDICTS, Verdict, judge
 from .metrics import BUDGET_HELP, BUDGET_KEYS, Budgets, Metric, Recorder, check_budgets
 from .settings import DEFAULTS, Settings, SettingsError, resolve
@@ -308,13 +315,14 @@ class PerfSession:
                 extra = "\n".join(x for x in (diff, metric.details.get("explain", "")) if x)
                 if extra:
                     explain[name] = extra
-            rows.append(_row(metric, verdict, [c for c in checks if c.metric == name]))
+            checks_of = [c for c in checks if c.metric == name]
+            rows.append(_row(metric, verdict, checks_of, base_metrics.get(name)))
         for name, base in base_metrics.items():
             if name not in recorder.metrics:
                 verdict = Verdict(
                     name, "missing", base.unit, base.stat, None, base.value, basis="not recorded"
                 )
-                rows.append(_row(None, verdict, []))
+                rows.append(_row(None, verdict, [], base))
                 if settings.strict and not settings.update:
                     regressions.append(f"✗ {verdict.describe()}: missing (--perf-strict)")
         failures.extend(regressions)
@@ -536,7 +544,10 @@ def _diff_details(metric: Metric, base: Any) -> str:
         return ""
 
 
-def _row(metric: Metric | None, verdict: Verdict, checks: list[Any]) -> dict[str, Any]:
+def _row(
+    metric: Metric | None, verdict: Verdict, checks: list[Any], base: BaselineMetric | None
+) -> dict[str, Any]:
+    """One metric's line of the report: what reports and the summary need, JSON-able."""
     row: dict[str, Any] = {
         "name": verdict.name,
         "unit": verdict.unit,
@@ -561,7 +572,17 @@ def _row(metric: Metric | None, verdict: Verdict, checks: list[Any]) -> dict[str
             noisy=metric.noisy,
             summary=metric.summary(),
             distorted=metric.distorted,
+            role=metric.role,
+            details=metric.details,
         )
+        if metric.histogram is not None:
+            row["hdr"] = metric.histogram.encode()
+    if base is not None:
+        row["baseline_summary"] = base.summary
+        if base.hdr:
+            row["baseline_hdr"] = base.hdr
+        if base.details:
+            row["baseline_details"] = base.details
     return row
 
 
