@@ -1,0 +1,98 @@
+"""``--perf-memory-lines``: a line-by-line memory report of a test function (memory-profiler)."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import sys
+import tracemalloc
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from .sites import is_user_file
+
+__all__ = ["line_report"]
+
+_MIB = 2.0**20
+
+
+def _heap_code_map(include_children: bool) -> Any:
+    import memory_profiler
+
+    class HeapCodeMap(memory_profiler.CodeMap):  # type: ignore[misc]
+        """memory-profiler's per-line bookkeeping, fed with the exact Python-heap level
+        (its own ``tracemalloc`` backend takes a full snapshot per line and counts per file)."""
+
+        def trace(self, code: Any, lineno: int, prev_lineno: int | None) -> None:
+            memory = tracemalloc.get_traced_memory()[0] / _MIB
+            previous = self[code].get(lineno)
+            previous_memory = previous[1] if previous else 0
+            previous_inc = previous[0] if previous else 0
+            prev_line = self[code].get(prev_lineno) if prev_lineno else None
+            prev_line_memory = prev_line[1] if prev_line else 0
+            occurrences = self[code][lineno][2] + 1 if lineno in self[code] else 1
+            self[code][lineno] = (
+                previous_inc + (memory - prev_line_memory),
+                max(memory, previous_memory),
+                occurrences,
+            )
+
+    return HeapCodeMap(include_children=include_children, backend="psutil")
+
+
+def line_report(
+    run: Callable[[], object],
+    function: Callable[..., Any] | None = None,
+    heap: bool = True,
+) -> str:
+    """Run ``run()`` once under memory-profiler's line profiler and return its table.
+
+    ``function``: the test function whose lines to report; when unknown, the first function of
+    the user's code that ``run`` calls. ``heap``: Python heap (tracemalloc) rather than RSS.
+    """
+    import memory_profiler
+
+    profiler = memory_profiler.LineProfiler(backend="psutil")
+    if heap:
+        profiler.code_map = _heap_code_map(include_children=False)
+    found: list[Any] = []
+    if function is not None:
+        target = inspect.unwrap(function)
+        code = getattr(target, "__code__", None)
+        if code is not None:
+            profiler.code_map.add(code)
+            found.append(code)
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "call" and not found and is_user_file(frame.f_code.co_filename):
+            profiler.code_map.add(frame.f_code)
+            found.append(frame.f_code)
+        return profiler.trace_memory_usage(frame, event, arg)
+
+    started = False
+    if heap and not tracemalloc.is_tracing():
+        tracemalloc.start(1)
+        started = True
+    previous = sys.gettrace()
+    profiler._original_trace_function = previous
+    sys.settrace(tracer)
+    error: BaseException | None = None
+    try:
+        run()
+    except Exception as exc:  # the report of a failing rerun is still worth showing
+        error = exc
+    finally:
+        sys.settrace(previous)
+        if started:
+            tracemalloc.stop()
+    stream = io.StringIO()
+    memory_profiler.show_results(profiler, stream=stream, precision=2)
+    text = stream.getvalue().rstrip()
+    scale = "Python heap, MiB" if heap else "RSS, MiB"
+    if not text:
+        text = "(no line of the test function ran under the line profiler)"
+    header = f"line-by-line memory of the test function ({scale}; memory-profiler):"
+    if error is not None:
+        header += f"\n(the profiled rerun raised {type(error).__name__}: {error})"
+    return f"{header}\n{text}"
