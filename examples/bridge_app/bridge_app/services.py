@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from .models import Connector, Dashboard, Measurement
 
@@ -78,7 +78,7 @@ def compute_statistics(
     percentile q as the smallest value whose row number reaches ``q/100 * n`` (nearest rank).
     One statement, whatever the number of groups.
     """
-    keys = [Measurement.metric]
+    keys: list[InstrumentedAttribute[Any]] = [Measurement.metric]
     if group_by == "connector":
         keys = [Measurement.connector_id, Measurement.metric]
     elif group_by != "metric":
@@ -172,7 +172,8 @@ def list_dashboards_naive(session: Session, pagination: Pagination) -> dict[str,
     return _page(session, pagination, session.scalars(_page_stmt(pagination)).all())
 
 
-def _page_stmt(pagination: Pagination) -> Select[tuple[Dashboard]]:
+# Select[Any]: the row type is Select[tuple[Dashboard]] in SQLAlchemy 2.0, Select[Dashboard] in 2.1.
+def _page_stmt(pagination: Pagination) -> Select[Any]:
     return (
         select(Dashboard)
         .order_by(Dashboard.id)

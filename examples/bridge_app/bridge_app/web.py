@@ -36,7 +36,7 @@ engine_key = web.AppKey("engine", Engine)
 session_factory_key = web.AppKey("session_factory", sessionmaker[Session])
 #: The connector-metadata cache; ``app[cache_key].stats.hit_ratio`` is the guide's hit ratio.
 cache_key = web.AppKey("connector_cache", TTLCache[str])
-_loader_key = web.AppKey("dashboards_loader", DashboardsLoader)
+_loader_key: web.AppKey[DashboardsLoader] = web.AppKey("dashboards_loader")
 
 DEFAULT_CACHE_TTL = 30.0
 
