@@ -502,6 +502,12 @@ class PerfSession:
         totals = self._totals()
         line = ", ".join(f"{count} {verdict}" for verdict, count in totals.items())
         tr.write_line(f"perf: {line}")
+        if totals["improved"] and not self.settings.update:
+            tr.write_line(
+                f"perf: {totals['improved']} metric(s) improved beyond tolerance: the baseline "
+                "is stale: run --perf-update",
+                yellow=True,
+            )
         if self.written or self.pruned:
             tr.write_line(
                 f"perf: baseline {self.settings.baseline_path} updated: "
