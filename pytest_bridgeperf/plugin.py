@@ -84,8 +84,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest = name[2:].replace("-", "_")
         default = DEFAULTS.get(dest)
         shown = f" (default: {default})" if default else ""
+        # argparse %-formats help texts: a literal "10%" default would crash `pytest --help`
+        cli_help = (help + shown).replace("%", "%%")
         group.addoption(
-            name, action="store", default=None, dest=dest, metavar=metavar, help=help + shown
+            name, action="store", default=None, dest=dest, metavar=metavar, help=cli_help
         )
         if ini:
             parser.addini(ini, help + shown, default=default)
