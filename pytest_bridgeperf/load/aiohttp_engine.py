@@ -1,0 +1,165 @@
+"""The aiohttp client engine: https, redirects (checked against the allowed hosts), HEAD.
+
+Slower per request than :mod:`.http1` (a coroutine and aiohttp's machinery per request), so the
+fast engine is the default for plain ``http://``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+from .engine import Run
+from .options import LoadOptions, encode_dynamic_body
+from .safety import LoadTargetError, Target, check_allowed, parse_url
+
+__all__ = ["AiohttpEngine"]
+
+perf_counter_ns = time.perf_counter_ns
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 10
+_BACKOFF = 0.01
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "TimeoutError"
+    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error is not None:
+        return type(exc.os_error).__name__
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "ServerDisconnected"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "InvalidResponse"
+    if isinstance(exc, _TooLarge):
+        return "ResponseTooLarge"
+    return type(exc).__name__
+
+
+class AiohttpSlot:
+    __slots__ = ("engine", "req", "run", "sent_ns", "start_ns", "task")
+
+    def __init__(self, engine: AiohttpEngine) -> None:
+        self.engine = engine
+        self.run = engine.run
+        self.req = 0
+        self.start_ns = 0
+        self.sent_ns = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def begin(self, req: int, start_ns: int) -> None:
+        self.req = req
+        self.start_ns = start_ns
+        self.sent_ns = perf_counter_ns()
+        self.task = self.run.loop.create_task(self._do(req, start_ns))
+
+    async def _do(self, req: int, start_ns: int) -> None:
+        me = self.task
+        try:
+            status, nbytes = await self.engine.request(req)
+        except asyncio.CancelledError:
+            if self.task is me and self.start_ns:  # cancelled by the end of the run
+                self.start_ns = 0
+            raise
+        except Exception as exc:
+            if self.task is not me or not self.start_ns:
+                return
+            self.start_ns = 0
+            self.run.fail(self, req, start_ns, _kind(exc), backoff=_BACKOFF)
+            return
+        now = perf_counter_ns()
+        if self.task is not me or not self.start_ns:
+            return
+        self.start_ns = 0
+        self.run.ok(self, req, start_ns, now, status, nbytes)
+
+    def abort(self, kind: str) -> None:
+        if self.start_ns:
+            start, self.start_ns = self.start_ns, 0
+            if self.task is not None:
+                self.task.cancel()
+            self.run.fail(self, self.req, start, kind)
+
+    def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class AiohttpEngine:
+    def __init__(
+        self, run: Run, target: Target, options: LoadOptions, allowed_hosts: Iterable[str]
+    ) -> None:
+        self.run = run
+        self.target = target
+        self.options = options
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.session: aiohttp.ClientSession | None = None
+        self.static: list[tuple[bytes | None, dict[str, str]]] = []
+        for request in options.mix:
+            body, ctype = request.static_body() if request.body is None else (None, None)
+            headers = dict(request.headers)
+            if ctype and not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = ctype
+            self.static.append((body, headers))
+
+    async def request(self, req: int) -> tuple[int, int]:
+        assert self.session is not None
+        request = self.options.mix[req]
+        body, headers = self.static[req]
+        if request.body is not None:
+            try:
+                body, ctype = encode_dynamic_body(request.body())
+            except Exception as exc:
+                self.run.abort_with(exc)
+                raise
+            headers = dict(headers)
+            if ctype and not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = ctype
+        url = self.target.origin + request.path
+        method = request.method
+        limit = self.options.max_response_size
+        for _ in range(_MAX_REDIRECTS + 1):
+            async with self.session.request(
+                method, url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                nbytes = 0
+                async for chunk in resp.content.iter_any():
+                    nbytes += len(chunk)
+                    if nbytes > limit:
+                        raise _TooLarge()
+                location = resp.headers.get("Location")
+                if not (self.options.follow_redirects and resp.status in _REDIRECTS and location):
+                    return resp.status, nbytes
+            url = urljoin(url, location)
+            try:
+                check_allowed(parse_url(url), self.allowed_hosts)
+            except LoadTargetError as exc:
+                self.run.abort_with(exc)
+                raise
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+        raise aiohttp.TooManyRedirects(resp.request_info, ())
+
+    async def open(self, users: int) -> list[AiohttpSlot]:
+        connector = aiohttp.TCPConnector(limit=users, limit_per_host=users, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=None)  # the run's sweeper enforces timeout=
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=True, trust_env=False
+        )
+        return [AiohttpSlot(self) for _ in range(users)]
+
+    def close(self, slots: list[Any]) -> None:
+        for slot in slots:
+            slot.close()
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()

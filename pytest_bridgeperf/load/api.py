@@ -1,0 +1,71 @@
+"""``PerfLoad``: what the ``perf_load`` fixture returns. Runs, records, reports interruptions.
+
+The fixture hands in the recorder, the settings it needs and the terminal callbacks, so this
+class knows nothing about pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..metrics import Recorder
+from .engine import ProgressCallback
+from .record import record_result
+from .result import LoadResult
+from .runner import arun_load, run_load
+
+__all__ = ["PerfLoad"]
+
+
+class PerfLoad:
+    """``perf_load(target, **options) -> LoadResult``; ``await perf_load.arun(target, ...)``.
+
+    ``target``: a URL (loopback, or a host listed in ``perf_allowed_hosts``), an
+    ``aiohttp.web.Application`` (served on 127.0.0.1 for the run) or a callable, sync or async.
+    Every result is recorded into the test's metrics (``record=False`` opts out).
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder | None,
+        *,
+        allowed_hosts: Iterable[str] = (),
+        max_duration: float = 60.0,
+        progress: ProgressCallback | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self._recorder = recorder
+        self._allowed_hosts = tuple(allowed_hosts)
+        self._max_duration = max_duration
+        self._progress = progress
+        self._report = report
+        #: Every result of this test, in order.
+        self.results: list[LoadResult] = []
+
+    def _kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "allowed_hosts": self._allowed_hosts,
+            "max_duration": self._max_duration,
+            "progress": self._progress if options.get("progress", True) else None,
+        }
+
+    def __call__(self, target: Any, **options: Any) -> LoadResult:
+        return self._finish(run_load(target, options, **self._kwargs(options)), options)
+
+    async def arun(self, target: Any, **options: Any) -> LoadResult:
+        """The same as calling it, on the running event loop (for async tests)."""
+        return self._finish(await arun_load(target, options, **self._kwargs(options)), options)
+
+    def _finish(self, result: LoadResult, options: dict[str, Any]) -> LoadResult:
+        self.results.append(result)
+        if result.interrupted:
+            if self._report is not None:
+                self._report(f"perf_load interrupted, partial results: {result.summary()}")
+            raise KeyboardInterrupt(f"perf_load interrupted: {result.summary()}")
+        if self._recorder is not None and options.get("record", True):
+            record_result(self._recorder, result)
+        return result
+
+    def __repr__(self) -> str:
+        return f"<perf_load: {len(self.results)} run(s)>"

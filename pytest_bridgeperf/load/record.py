@@ -1,0 +1,78 @@
+"""Recording a :class:`LoadResult` into the test's metrics (and so into the baseline).
+
+Per request name and for the total: ``<name> latency`` (HDR histogram, compared on p95),
+``<name> error_rate`` and ``<name> rps``. Throughput and error rate are recorded as per-round
+values (one per second, or a tenth of shorter runs), so the significance test has a
+distribution to work on rather than one number.
+"""
+
+from __future__ import annotations
+
+from ..metrics import Recorder
+from .result import LoadResult
+
+__all__ = ["record_result"]
+
+
+def _unique_base(recorder: Recorder, base: str) -> str:
+    if f"{base} latency" not in recorder.metrics and f"{base} rps" not in recorder.metrics:
+        return base
+    n = 2
+    while f"{base} #{n} latency" in recorder.metrics or f"{base} #{n} rps" in recorder.metrics:
+        n += 1
+    return f"{base} #{n}"
+
+
+def _record_one(recorder: Recorder, base: str, result: LoadResult) -> None:
+    details = {
+        "count": result.count,
+        "errors": result.errors,
+        "model": result.model,
+        "users": result.users,
+        "workers": result.workers,
+        "elapsed_s": round(result.elapsed, 3),
+    }
+    if result.target_rate is not None:
+        details["target_rate"] = result.target_rate
+    if result.latency_count:
+        recorder.record(
+            f"{base} latency",
+            result.histogram,
+            "s",
+            "lower",
+            stat="p95",
+            role="latency",
+            details=details,
+        )
+    if result.count == 0:
+        return
+    rates = result.round_rates()
+    recorder.record(
+        f"{base} rps",
+        rates if len(rates) >= 2 else result.rps,
+        "1/s",
+        "higher",
+        stat="mean" if len(rates) >= 2 else None,
+        role="rps",
+        noisy=True,
+    )
+    error_rates = result.round_error_rates()
+    recorder.record(
+        f"{base} error_rate",
+        error_rates if len(error_rates) >= 2 else result.error_rate,
+        "ratio",
+        "lower",
+        stat="mean" if len(error_rates) >= 2 else None,
+        role="error_rate",
+        noisy=True,
+    )
+
+
+def record_result(recorder: Recorder, result: LoadResult) -> str:
+    """Record ``result`` (total and per request name); returns the metric name prefix used."""
+    base = _unique_base(recorder, result.name)
+    _record_one(recorder, base, result)
+    if len(result.by_name) > 1:
+        for name, part in result.by_name.items():
+            _record_one(recorder, f"{base} [{name}]", part)
+    return base

@@ -1,0 +1,307 @@
+"""Entry points: :func:`run_load` (sync, own event loop) and :func:`arun_load` (current loop).
+
+Order of business, so that nothing is sent before everything is known to be fine: validate the
+options, check the target against the allowed hosts, start the in-process app if there is one,
+connect (a refused connection fails here, naming the address), then run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from .engine import ProgressCallback, Run, check_rate
+from .options import LoadOptionError, LoadOptions, build_options
+from .result import LoadResult
+from .safety import LoadTargetError, Target, check_allowed, parse_url
+
+__all__ = ["LoadConnectionError", "arun_load", "run_load"]
+
+perf_counter_ns = time.perf_counter_ns
+
+
+class LoadConnectionError(ConnectionError):
+    """The target refused (or could not take) the first connection."""
+
+
+StartHook = Callable[[], Awaitable[int | None]]
+
+#: Set in worker processes: there a repeated Ctrl-C (the terminal's plus the parent's forwarded
+#: one) must not turn into a hard interrupt.
+_in_worker = [False]
+
+
+def _is_app(target: object) -> bool:
+    cls = type(target)
+    if not cls.__module__.startswith("aiohttp"):
+        return False
+    from aiohttp import web
+
+    return isinstance(target, web.Application)
+
+
+def _is_async_callable(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with an async __call__
+    )
+
+
+def _callable_label(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        name = type(fn).__qualname__
+    return f"{name}()"
+
+
+def _label(options: LoadOptions, default: str) -> str:
+    if options.name:
+        return options.name
+    if len(options.mix) == 1 and default == "":
+        return options.mix[0].label
+    return default or "mix"
+
+
+@contextmanager
+def _sigint(on_interrupt: Callable[[], None], loop: asyncio.AbstractEventLoop | None) -> Any:
+    """First Ctrl-C ends the run with partial results; a second one interrupts for real."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    hits = [0]
+
+    def handler(signum: int, frame: Any) -> None:
+        hits[0] += 1
+        if hits[0] > 1 and not _in_worker[0]:
+            raise KeyboardInterrupt
+        if loop is not None:
+            loop.call_soon_threadsafe(on_interrupt)
+        else:
+            on_interrupt()
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@asynccontextmanager
+async def serve_app(app: Any) -> AsyncIterator[str]:
+    """Serve an ``aiohttp.web.Application`` on 127.0.0.1, an ephemeral port; yields its URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        # a short shutdown: handlers still running when the run ended are not waited for long
+        site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=0.5)
+        await site.start()
+        port = runner.addresses[0][1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # optional: the stock loop works, only slower
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_load(
+    target: Any,
+    options: Mapping[str, Any],
+    *,
+    allowed_hosts: Iterable[str] = (),
+    max_duration: float = 60.0,
+    progress: ProgressCallback | None = None,
+) -> LoadResult:
+    """Run a load test to completion on a fresh event loop (uvloop when installed)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "perf_load(...) cannot run inside a running event loop (an async test): "
+            "use `result = await perf_load.arun(...)` there"
+        )
+    if callable(target) and not _is_app(target) and not _is_async_callable(target):
+        opts = build_options(options, max_duration=max_duration, is_callable=True)
+        if opts.workers == 1:
+            from .callables import run_sync_callable
+
+            return run_sync_callable(
+                target, opts, label=_label(opts, _callable_label(target)), progress=progress
+            )
+    with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+        return runner.run(
+            arun_load(
+                target,
+                options,
+                allowed_hosts=allowed_hosts,
+                max_duration=max_duration,
+                progress=progress,
+            )
+        )
+
+
+async def arun_load(
+    target: Any,
+    options: Mapping[str, Any],
+    *,
+    allowed_hosts: Iterable[str] = (),
+    max_duration: float = 60.0,
+    progress: ProgressCallback | None = None,
+) -> LoadResult:
+    """Run a load test on the running event loop (an in-process app may share it)."""
+    hosts = tuple(allowed_hosts)
+    if isinstance(target, str):
+        parsed = parse_url(target)
+        opts = build_options(options, max_duration=max_duration, default_path=parsed.path)
+        check_allowed(parsed, hosts)
+        return await _run_url(parsed, opts, hosts, progress)
+    if _is_app(target):
+        opts = build_options(options, max_duration=max_duration)
+        async with serve_app(target) as url:
+            return await _run_url(parse_url(url), opts, hosts, progress)
+    if callable(target):
+        opts = build_options(options, max_duration=max_duration, is_callable=True)
+        label = _label(opts, _callable_label(target))
+        if opts.workers > 1:
+            from .workers import run_workers
+
+            return await run_workers(target, opts, label, hosts, progress)
+        if not _is_async_callable(target):
+            from .callables import run_sync_callable
+
+            return await asyncio.to_thread(
+                run_sync_callable, target, opts, label=label, progress=progress
+            )
+        return await execute(target, opts, label, hosts, progress)
+    raise LoadTargetError(
+        f"perf_load target {target!r}: expected a URL ('http://127.0.0.1:8080/path'), an "
+        "aiohttp.web.Application or a callable"
+    )
+
+
+async def _run_url(
+    target: Target,
+    opts: LoadOptions,
+    hosts: tuple[str, ...],
+    progress: ProgressCallback | None,
+) -> LoadResult:
+    label = _label(opts, "")
+    if opts.workers > 1:
+        from .workers import run_workers
+
+        return await run_workers(target.url, opts, label, hosts, progress)
+    return await execute(target, opts, label, hosts, progress)
+
+
+def choose_engine(target: Target, opts: LoadOptions) -> str:
+    needs_aiohttp = (
+        target.scheme == "https"
+        or opts.follow_redirects
+        or any(r.method == "HEAD" for r in opts.mix)
+    )
+    if opts.engine == "fast":
+        if needs_aiohttp:
+            raise LoadOptionError(
+                "engine='fast' speaks plain http:// without redirects or HEAD; "
+                "use engine='aiohttp' (or 'auto')"
+            )
+        return "fast"
+    if opts.engine == "aiohttp" or needs_aiohttp:
+        return "aiohttp"
+    return "fast"
+
+
+async def execute(
+    target: Target | Callable[[], Awaitable[Any]],
+    opts: LoadOptions,
+    label: str,
+    hosts: tuple[str, ...],
+    progress: ProgressCallback | None,
+    *,
+    before_start: StartHook | None = None,
+) -> LoadResult:
+    """Run one process's share on the running loop."""
+    loop = asyncio.get_running_loop()
+    run = Run(opts, loop, label=label, progress=progress)
+    engine: Any
+    if isinstance(target, Target):
+        kind = choose_engine(target, opts)
+        if kind == "fast":
+            from .http1 import FastHttpEngine
+
+            engine = FastHttpEngine(run, target, opts)
+        else:
+            from .aiohttp_engine import AiohttpEngine
+
+            engine = AiohttpEngine(run, target, opts, hosts)
+            await _preflight(target, opts.timeout)
+        target_text = target.url
+    else:
+        from .callables import AsyncCallableEngine
+
+        engine = AsyncCallableEngine(run, target)
+        target_text = label
+    try:
+        try:
+            slots = await asyncio.wait_for(engine.open(opts.users), timeout=opts.timeout)
+        except (TimeoutError, OSError) as exc:
+            assert isinstance(target, Target)
+            raise _connection_error(target, exc) from None
+        try:
+            start_ns = await before_start() if before_start is not None else None
+            with _sigint(run.interrupt, loop):
+                run.start(slots, start_ns)
+                await run.wait()
+        finally:
+            engine.close(slots)
+    finally:
+        aclose = getattr(engine, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if run.fatal is not None:
+        raise run.fatal
+    result = run.result(target=target_text, users=opts.users)
+    check_rate(result)
+    return result
+
+
+def _connection_error(target: Target, exc: BaseException) -> LoadConnectionError:
+    if isinstance(exc, asyncio.TimeoutError):
+        why = "timed out"
+    else:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return LoadConnectionError(
+        f"cannot connect to {target.address} ({target.url}): {why} — is the server running "
+        "and listening there?"
+    )
+
+
+async def _preflight(target: Target, timeout: float) -> None:
+    """One TCP connect before the aiohttp engine starts, to fail fast with the address."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.host, target.port), timeout=timeout
+        )
+    except (TimeoutError, OSError) as exc:
+        raise _connection_error(target, exc) from None
+    writer.close()
