@@ -106,6 +106,7 @@ class BaselineMetric:
     n: int = 1
     hdr: str | None = None
     samples: list[float] | None = None
+    rounds: list[float] | None = None
     summary: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +114,8 @@ class BaselineMetric:
         return LatencyHistogram.decode(self.hdr) if self.hdr else None
 
     def distribution(self) -> list[tuple[float, int]]:
+        if self.rounds:
+            return [(r, 1) for r in self.rounds]
         hist = self.histogram()
         if hist is not None:
             return list(hist.items())
@@ -142,6 +145,8 @@ def metric_entry(metric: Metric) -> dict[str, Any]:
         entry["hdr"] = metric.histogram.encode()
     if metric.samples is not None:
         entry["samples"] = list(metric.samples)
+    if metric.rounds is not None:
+        entry["rounds"] = list(metric.rounds)
     summary = metric.summary()
     if summary:
         entry["summary"] = summary
@@ -171,6 +176,13 @@ class _Checker:
         ):
             raise self.fail(where, f"expected a finite number, got {_kind(value)}")
         return float(value)
+
+    def numbers(self, value: Any, where: str) -> list[float] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list, got {_kind(value)}")
+        return [self.number(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
     def string(self, value: Any, where: str, choices: Iterable[str] | None = None) -> str:
         if not isinstance(value, str):
@@ -203,11 +215,8 @@ class _Checker:
                 LatencyHistogram.decode(hdr)
             except ValueError as exc:
                 raise self.fail(f"{where}.hdr", str(exc)) from None
-        samples = entry.get("samples")
-        if samples is not None:
-            if not isinstance(samples, list):
-                raise self.fail(f"{where}.samples", f"expected a list, got {_kind(samples)}")
-            samples = [self.number(s, f"{where}.samples[{i}]") for i, s in enumerate(samples)]
+        samples = self.numbers(entry.get("samples"), f"{where}.samples")
+        rounds = self.numbers(entry.get("rounds"), f"{where}.rounds")
         summary = self.obj(entry.get("summary", {}), f"{where}.summary")
         for key, val in summary.items():
             self.number(val, f"{where}.summary.{key}")
@@ -223,6 +232,7 @@ class _Checker:
             n=n,
             hdr=hdr,
             samples=samples,
+            rounds=rounds,
             summary={k: float(v) for k, v in summary.items()},
             details=details,
         )

@@ -58,6 +58,9 @@ class Metric:
     samples: list[float] | None = None  # sorted, thinned reservoir (non-histogram distributions)
     histogram: LatencyHistogram | None = None  # timing distributions
     details: dict[str, Any] = field(default_factory=dict)  # JSON-able extras (e.g. fingerprints)
+    #: the statistic measured per round (e.g. each second's p95 of a load run): when present the
+    #: significance test compares rounds, which are independent, instead of correlated samples
+    rounds: list[float] | None = None
     distorted: str | None = None  # why this timing must not be trusted (e.g. a memory tracer ran)
 
     @property
@@ -89,6 +92,8 @@ class Metric:
 
     def distribution(self) -> list[tuple[float, int]]:
         """Weighted samples for the significance test."""
+        if self.rounds:
+            return [(r, 1) for r in self.rounds]
         if self.histogram is not None:
             return list(self.histogram.items())
         if self.samples is not None:
@@ -125,12 +130,14 @@ class Recorder:
         role: str | None = None,
         noisy: bool | None = None,
         details: Mapping[str, Any] | None = None,
+        rounds: Sequence[float] | None = None,
     ) -> Metric:
         """Record ``name``: one number, a sequence of samples, or a latency histogram.
 
         ``unit`` is one of ``s``, ``bytes``, ``count``, ``ratio``, ``1/s``; ``better`` says which
         direction is an improvement. Samples are summarised by ``stat`` (default ``p50``), which
-        is also the statistic compared with the baseline.
+        is also the statistic compared with the baseline. ``rounds`` optionally gives that
+        statistic measured per independent round; the significance test then uses them.
         """
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"metric name must be a non-empty string, got {name!r}")
@@ -176,6 +183,11 @@ class Recorder:
                 f"metric {name!r}: expected a number or a sequence of numbers, "
                 f"got {type(value_or_samples).__name__}"
             )
+        round_values: list[float] | None = None
+        if rounds is not None:
+            round_values = [float(r) for r in rounds]
+            for value in round_values:
+                _check_finite(name, value)
         has_distribution = histogram is not None or samples is not None
         chosen = (stat or "p50") if has_distribution else "value"
         metric = Metric(
@@ -189,6 +201,7 @@ class Recorder:
             samples=samples,
             histogram=histogram,
             details=dict(details or {}),
+            rounds=round_values,
         )
         metric.value = metric.statistic(chosen) if has_distribution else single
         if metric.noisy and self.timing_distortion:

@@ -147,8 +147,14 @@ def test_thin_samples(samples: list[float]) -> None:
 
 
 def _scipy_p(a: list[float], b: list[float]) -> float:
+    # small samples without ties get the exact null distribution, like scipy's method="exact"
+    exact = len(set(a) | set(b)) == len(a) + len(b) and len(a) * len(b) <= 2500
     result = scipy.stats.mannwhitneyu(
-        a, b, alternative="two-sided", method="asymptotic", use_continuity=True
+        a,
+        b,
+        alternative="two-sided",
+        method="exact" if exact else "asymptotic",
+        use_continuity=True,
     )
     return float(result.pvalue)
 
@@ -199,6 +205,18 @@ def test_mann_whitney_weighted_equals_expanded(a: list[int], b: list[int]) -> No
         assert p_weighted == pytest.approx(
             _scipy_p([float(x) for x in a], [float(y) for y in b]), rel=1e-6, abs=1e-12
         )
+
+
+def test_mann_whitney_exact_small_samples() -> None:
+    """Five rounds against five, fully separated: the exact p (2/252) is below α = 0.01, where the
+    normal approximation (0.012) would never let five rounds count as significant."""
+    p, effect = mann_whitney(
+        [(float(x), 1) for x in range(5)], [(float(x + 10), 1) for x in range(5)]
+    )
+    assert p == pytest.approx(2 / 252)
+    assert effect == 1.0
+    p, _ = mann_whitney([(float(x), 1) for x in range(5)], [(x + 0.5, 1) for x in range(5)])
+    assert p > 0.5
 
 
 def test_mann_whitney_degenerate() -> None:
