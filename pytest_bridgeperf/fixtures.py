@@ -44,3 +44,55 @@ def perf_memory(request: pytest.FixtureRequest) -> PerfMemory:
         return None if found is None else float(found.value)
 
     return PerfMemory(recorder_for(item), baseline=baseline)
+
+
+if typing.TYPE_CHECKING:  # the load package (aiohttp, httptools) is imported on first use
+    from collections.abc import Iterator
+
+    from .load.api import PerfLoad
+
+
+@pytest.fixture
+def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
+    """Load tests: ``result = perf_load(target, users=16, duration="5s")`` or, in async tests,
+    ``result = await perf_load.arun(...)``. ``target`` is a URL, an ``aiohttp.web.Application``
+    (served on 127.0.0.1) or a callable. Results are recorded per request name; marker budgets
+    (``p95=``, ``error_rate=``, ``rps=``) apply to them."""
+    import contextlib
+
+    from .load.api import PerfLoad
+    from .plugin import settings_key
+
+    config = request.config
+    settings = config.stash[settings_key]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def terminal(text: str) -> None:
+        if reporter is None:
+            return
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            reporter.write_line(text)
+
+    progress = None
+    if reporter is not None and reporter.isatty() and not settings.quiet:
+        shown = [0]
+
+        def progress(line: str | None) -> None:
+            # drawn after the test's own status text and erased with backspaces, so the
+            # terminal line pytest is writing stays intact
+            n = shown[0]
+            text = "" if line is None else " " + line
+            with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+                reporter.write("\b" * n + " " * n + "\b" * n + text, flush=True)
+            shown[0] = len(text)
+
+    load = PerfLoad(
+        recorder_for(request.node),
+        allowed_hosts=settings.allowed_hosts,
+        max_duration=settings.max_duration,
+        progress=progress,
+        report=terminal,
+    )
+    yield load
+    load.close()

@@ -6,6 +6,7 @@ class knows nothing about pytest.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,7 +14,7 @@ from ..metrics import Recorder
 from .engine import ProgressCallback
 from .record import record_result
 from .result import LoadResult
-from .runner import arun_load, run_load
+from .runner import arun_load, new_runner, run_load
 
 __all__ = ["PerfLoad"]
 
@@ -42,6 +43,8 @@ class PerfLoad:
         self._report = report
         #: Every result of this test, in order.
         self.results: list[LoadResult] = []
+        # one event loop for the test's sync runs: an aiohttp app can be load-tested repeatedly
+        self._runner: asyncio.Runner | None = None
 
     def _kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -51,7 +54,16 @@ class PerfLoad:
         }
 
     def __call__(self, target: Any, **options: Any) -> LoadResult:
-        return self._finish(run_load(target, options, **self._kwargs(options)), options)
+        if self._runner is None:
+            self._runner = new_runner()
+        result = run_load(target, options, runner=self._runner, **self._kwargs(options))
+        return self._finish(result, options)
+
+    def close(self) -> None:
+        """Close the event loop of the sync runs (fixture teardown)."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
 
     async def arun(self, target: Any, **options: Any) -> LoadResult:
         """The same as calling it, on the running event loop (for async tests)."""

@@ -101,11 +101,18 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
     """Serve an ``aiohttp.web.Application`` on 127.0.0.1, an ephemeral port; yields its URL."""
     from aiohttp import web
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    bound = getattr(app, "_loop", None)  # aiohttp ties an app to the first loop that ran it
+    if bound is not None and bound is not asyncio.get_running_loop():
+        raise LoadTargetError(
+            "this aiohttp Application already ran on another event loop, and aiohttp does not "
+            "allow moving it; create the app per test (e.g. in a fixture), or use "
+            "`await perf_load.arun(app, ...)` on the loop that owns it"
+        )
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     try:
         # a short shutdown: handlers still running when the run ended are not waited for long
-        site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
         yield f"http://127.0.0.1:{port}"
@@ -129,8 +136,10 @@ def run_load(
     allowed_hosts: Iterable[str] = (),
     max_duration: float = 60.0,
     progress: ProgressCallback | None = None,
+    runner: asyncio.Runner | None = None,
 ) -> LoadResult:
-    """Run a load test to completion on a fresh event loop (uvloop when installed)."""
+    """Run a load test to completion on ``runner``'s event loop, or on a fresh one (uvloop when
+    installed)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -148,16 +157,17 @@ def run_load(
             return run_sync_callable(
                 target, opts, label=_label(opts, _callable_label(target)), progress=progress
             )
-    with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
-        return runner.run(
-            arun_load(
-                target,
-                options,
-                allowed_hosts=allowed_hosts,
-                max_duration=max_duration,
-                progress=progress,
-            )
-        )
+    coro = arun_load(
+        target, options, allowed_hosts=allowed_hosts, max_duration=max_duration, progress=progress
+    )
+    if runner is not None:
+        return runner.run(coro)
+    with new_runner() as own:
+        return own.run(coro)
+
+
+def new_runner() -> asyncio.Runner:
+    return asyncio.Runner(loop_factory=_uvloop_factory())
 
 
 async def arun_load(
