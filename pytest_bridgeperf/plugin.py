@@ -90,7 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             name, action="store", default=None, dest=dest, metavar=metavar, help=cli_help
         )
         if ini:
-            parser.addini(ini, help + shown, default=default)
+            # perf_env's default must stay unset here, or the ini would always shadow PERF_ENV
+            ini_default = None if dest == "perf_env" else default
+            parser.addini(ini, help + shown, default=ini_default)
 
     flag("--perf", "perf", "run tests marked perf and compare their metrics with the baseline")
     value("--perf-baseline", "perf_baseline", "PATH", "baseline JSON file, relative to the rootdir")
