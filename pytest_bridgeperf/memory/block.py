@@ -90,6 +90,8 @@ class MemoryBlock:
         if not isinstance(frames, int) or frames < 1:
             raise ValueError(f"frames must be a positive int, got {frames!r}")
         self.budget: int | None = None if budget is None else parse_size(budget)
+        # Quote the budget as the user wrote it ("64MB" should not come back as "61 MiB").
+        self._budget_text = budget.strip() if isinstance(budget, str) else None
         self.kind: Kind = kind
         self.backend: str = backend if kind == "python" else "rss"
         self.name = name
@@ -257,10 +259,11 @@ class MemoryBlock:
         baseline_text = (
             f"baseline {format_size(baseline)}" if baseline is not None else "no baseline"
         )
+        budget = self._budget_text or format_size(self.budget)
         lines = [
             f"perf_memory block{label}: {self.measure} {format_size(self.peak)} exceeds the "
-            f"budget {format_size(self.budget)} ({baseline_text}; growth at exit "
-            f"{format_size(self.current)}; measured with {self.backend})"
+            f"budget {budget} ({baseline_text}; growth at exit {format_size(self.current)}; "
+            f"measured with {self.backend})"
         ]
         explanation = self.explain()
         if explanation:

@@ -120,20 +120,32 @@ _IGNORED_FILES = (
 )
 
 
+# Innermost frame in the measuring machinery itself, the import system or code without a file.
+_FILTERS = [
+    tracemalloc.Filter(False, pattern)
+    for pattern in (
+        *_IGNORED_FILES,
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "*"),
+        "<string>",
+        "<unknown>",
+    )
+]
+
+
 def sites_from_snapshot(
     snapshot: tracemalloc.Snapshot,
     base: tracemalloc.Snapshot | None = None,
     top: int = TOP_SITES,
 ) -> list[AllocationSite]:
     """Sites of the memory live in ``snapshot`` (minus what was live in ``base``)."""
-    snapshot = snapshot.filter_traces([tracemalloc.Filter(False, f) for f in _IGNORED_FILES])
+    snapshot = snapshot.filter_traces(_FILTERS)
     totals: dict[tuple[str, int, bool], list[int]] = {}
     if base is None:
         for stat in snapshot.statistics("traceback"):
             frames = [(f.filename, f.lineno) for f in reversed(stat.traceback)]
             _add(totals, _pick(frames), stat.size, stat.count)
     else:
-        base = base.filter_traces([tracemalloc.Filter(False, f) for f in _IGNORED_FILES])
+        base = base.filter_traces(_FILTERS)
         for diff in snapshot.compare_to(base, "traceback"):
             if diff.size_diff <= 0:
                 continue
