@@ -60,10 +60,11 @@ def test_statistics_computation(perf: Recorder, session: Session) -> None:
     perf.record("statistics", cpu_time_samples(lambda: compute_statistics(session)))
 
 
-# The ORM and JSON work of a 100-dashboard page is memory-bound Python: with both cores saturated
-# by other processes its CPU-time median rose by up to 25 % (shared caches), hence the wider
-# tolerance. The N+1 loader this guards against costs 2-3x.
-@pytest.mark.perf(p95="300ms", tolerance="35%")
+# The ORM and JSON work of a 100-dashboard page is allocation-heavy Python, and its CPU time does
+# depend on the neighbours: on this example's 2-core VM, with both cores oversubscribed by other
+# processes, its median rose by up to 37 % (caches shared with them), while the statistics query
+# (SQLite's C code) moved 1 %. Hence the wider tolerance; the N+1 loader it guards against costs 4x.
+@pytest.mark.perf(p95="300ms", tolerance="50%")
 def test_dashboards_page_of_100(perf: Recorder, session: Session) -> None:
     """One capped page (a client asked for 1,000): dashboards + widgets loaded and serialised."""
     pagination = Pagination.parse("1", "1000")
