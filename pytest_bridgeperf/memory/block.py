@@ -175,6 +175,7 @@ class MemoryBlock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        __tracebackhide__ = True  # a budget failure points at the user's `with` line
         self._finish(ok=exc_type is None)
 
     async def __aexit__(
@@ -183,9 +184,11 @@ class MemoryBlock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        __tracebackhide__ = True  # a budget failure points at the user's `with` line
         self._finish(ok=exc_type is None)
 
     def _finish(self, ok: bool) -> None:
+        __tracebackhide__ = True
         python_peak = python_current = 0
         snapshot: tracemalloc.Snapshot | None = None
         try:

@@ -44,16 +44,21 @@ def body_probe(
 
 
 @contextlib.contextmanager
-def _quiet_rerun() -> Iterator[None]:
+def _quiet_rerun(recorder: Recorder) -> Iterator[None]:
+    """While the body runs again: our blocks neither record nor fail, and what the body records
+    goes to a scratch table (the first run's metrics stand; names must stay unique)."""
     token = rerunning.set(True)
+    metrics, distortion = recorder.metrics, recorder.timing_distortion
+    recorder.metrics = {}
     try:
         yield
     finally:
+        recorder.metrics, recorder.timing_distortion = metrics, distortion
         rerunning.reset(token)
 
 
-def _run_again(rerun: Rerun) -> BaseException | None:
-    with _quiet_rerun():
+def _run_again(rerun: Rerun, recorder: Recorder) -> BaseException | None:
+    with _quiet_rerun(recorder):
         try:
             rerun()
         except Exception as exc:
@@ -61,7 +66,7 @@ def _run_again(rerun: Rerun) -> BaseException | None:
     return None
 
 
-def _peak_sites(rerun: Rerun) -> tuple[list[AllocationSite], int] | str:
+def _peak_sites(rerun: Rerun, recorder: Recorder) -> tuple[list[AllocationSite], int] | str:
     """Run the body again under memray with Python-allocator tracing: the sites live at the
     peak. Returns the sites and memray's peak, or why it could not."""
     try:
@@ -81,7 +86,7 @@ def _peak_sites(rerun: Rerun) -> tuple[list[AllocationSite], int] | str:
         except RuntimeError as exc:
             return f"memray could not start ({exc})"
         try:
-            error = _run_again(rerun)
+            error = _run_again(rerun, recorder)
         finally:
             tracker.__exit__(None, None, None)
         if error is not None:
@@ -96,9 +101,9 @@ def _peak_sites(rerun: Rerun) -> tuple[list[AllocationSite], int] | str:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _explain_heap(block: MemoryBlock, settings: Settings, rerun: Rerun) -> str:
+def _explain_heap(block: MemoryBlock, settings: Settings, rerun: Rerun, recorder: Recorder) -> str:
     parts: list[str] = []
-    found = _peak_sites(rerun)
+    found = _peak_sites(rerun, recorder)
     if isinstance(found, tuple):
         sites, peak = found
         parts.append(
@@ -112,13 +117,13 @@ def _explain_heap(block: MemoryBlock, settings: Settings, rerun: Rerun) -> str:
         live = block.explain() or "no allocation site found"
         parts.append(f"{live}\n  (sites at the peak unavailable: {found})")
     if settings.memory_lines:
-        parts.append(_lines(rerun, heap=True))
+        parts.append(_lines(rerun, recorder, heap=True))
     return "\n".join(parts)
 
 
-def _lines(rerun: Rerun, heap: bool) -> str:
+def _lines(rerun: Rerun, recorder: Recorder, heap: bool) -> str:
     function: Callable[..., Any] | None = getattr(rerun, "function", None)
-    with _quiet_rerun():
+    with _quiet_rerun(recorder):
         try:
             return line_report(rerun, function=function, heap=heap)
         except Exception as exc:  # never hide the budget failure behind a report failure
@@ -153,7 +158,9 @@ def _probe(
         with heap:
             yield
         exceeded = heap.peak > budgets.memory
-        _record_heap(recorder, heap, _explain_heap(heap, settings, rerun) if exceeded else "")
+        _record_heap(
+            recorder, heap, _explain_heap(heap, settings, rerun, recorder) if exceeded else ""
+        )
         return
 
     rss = MemoryBlock(budgets.rss, "rss", record=False, enforce=False)
@@ -161,13 +168,13 @@ def _probe(
         yield
     rss_explain = ""
     if budgets.rss is not None and rss.peak > budgets.rss and settings.memory_lines:
-        rss_explain = _lines(rerun, heap=False)
+        rss_explain = _lines(rerun, recorder, heap=False)
     _record_rss(recorder, rss.peak, rss.current, rss_explain)
     if budgets.memory is None:
         return
     # Second phase: the Python heap, measured in a rerun so its tracer does not inflate the RSS.
     heap = MemoryBlock(budgets.memory, "python", recorder=recorder, record=False, enforce=False)
-    with _quiet_rerun(), heap:
+    with _quiet_rerun(recorder), heap:
         error: BaseException | None = None
         try:
             rerun()
@@ -180,4 +187,4 @@ def _probe(
             f"{type(error).__name__}: {error}. Put the two budgets on separate tests."
         ) from error
     exceeded = heap.peak > budgets.memory
-    _record_heap(recorder, heap, _explain_heap(heap, settings, rerun) if exceeded else "")
+    _record_heap(recorder, heap, _explain_heap(heap, settings, rerun, recorder) if exceeded else "")

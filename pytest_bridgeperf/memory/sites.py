@@ -92,10 +92,12 @@ def _pick(frames: Sequence[tuple[str, int]]) -> tuple[str, int, bool]:
 
 
 def _ranked(totals: dict[tuple[str, int, bool], list[int]], top: int) -> list[AllocationSite]:
+    # Lines holding under 0.1 % of the total are noise (the test runner's own frames).
+    floor = max(1, sum(size for size, _count in totals.values()) // 1000)
     sites = [
         AllocationSite(filename, lineno, size, count, user)
         for (filename, lineno, user), (size, count) in totals.items()
-        if size > 0
+        if size >= floor
     ]
     # The user's lines first (that is where they can act), each group by size.
     sites.sort(key=lambda s: (not s.user, -s.size, s.filename, s.lineno))
