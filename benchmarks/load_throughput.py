@@ -1,0 +1,277 @@
+"""Throughput of perf_load's HTTP engine against wrk and an aiohttp ClientSession loop.
+
+    python benchmarks/load_throughput.py [--seconds 5] [--rounds 3] [--users 16]
+
+Starts a loopback target (nginx when installed, else a small uvloop server of its own), then
+measures, interleaved round by round so background load hits every tool alike:
+
+* ``wrk -t1 -c16`` (when installed) — the C reference;
+* an aiohttp ``ClientSession`` closed loop with 16 concurrent tasks — what hand-written Python
+  load testers (and the Bridge guide's LoadTester) do;
+* ``perf_load`` with 16 users — every latency recorded into the HDR histogram.
+
+Prints requests/s per tool and round, the median, and the ratios perf_load/wrk and
+perf_load/aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pytest_bridgeperf.load import run_load
+
+_NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process off;
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type text/plain; return 200 "hello, world"; }}
+  }}
+}}
+"""
+
+_OWN_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    RESPONSE = (b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nContent-Length: 12\\r\\n"
+                b"\\r\\nhello, world")
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.buffer = b""
+        def data_received(self, data):
+            self.buffer += data
+            while True:
+                end = self.buffer.find(b"\\r\\n\\r\\n")
+                if end < 0:
+                    return
+                self.buffer = self.buffer[end + 4:]
+                self.transport.write(RESPONSE)
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Server, "127.0.0.1", int(sys.argv[1]))
+        print("ready", flush=True)
+        await server.serve_forever()
+    asyncio.run(main())
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"target on port {port} did not come up")
+
+
+def start_target(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    nginx = shutil.which("nginx")
+    if nginx:
+        (tmp / "nginx.conf").write_text(_NGINX_CONF.format(dir=tmp, port=port))
+        proc = subprocess.Popen(
+            [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        name = "nginx (1 worker)"
+    else:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _OWN_SERVER, str(port)], stdout=subprocess.DEVNULL
+        )
+        name = "uvloop asyncio.Protocol server"
+    wait_for_port(port)
+    return proc, f"http://127.0.0.1:{port}/", name
+
+
+def run_child(cmd: list[str]) -> tuple[str, float]:
+    """Run a tool; returns its stdout and the CPU seconds it used (user + system)."""
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{text}")
+    return text, usage.ru_utime + usage.ru_stime
+
+
+def bench_wrk(url: str, seconds: float, users: int) -> tuple[float, float] | None:
+    wrk = shutil.which("wrk")
+    if not wrk:
+        return None
+    out, cpu = run_child([wrk, "-t1", f"-c{users}", f"-d{seconds:g}s", url])
+    rps = total = None
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            rps = float(line.split()[1])
+        if " requests in " in line:
+            total = int(line.split()[0])
+    if rps is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return rps, cpu / total
+
+
+_AIOHTTP_LOOP = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import aiohttp
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    async def main(url, seconds, users):
+        count = 0
+        latencies = []
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=users)) as session:
+            end = time.perf_counter() + seconds
+            async def user():
+                nonlocal count
+                while time.perf_counter() < end:
+                    start = time.perf_counter()
+                    async with session.get(url) as response:
+                        await response.read()
+                    latencies.append(time.perf_counter() - start)
+                    count += 1
+            t0 = time.perf_counter()
+            await asyncio.gather(*(user() for _ in range(users)))
+            print(count / (time.perf_counter() - t0), count)
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
+    """
+)
+
+
+def bench_aiohttp(url: str, seconds: float, users: int) -> tuple[float, float]:
+    # in its own process, like the other two, so each tool has a fresh interpreter
+    out, cpu = run_child([sys.executable, "-c", _AIOHTTP_LOOP, url, str(seconds), str(users)])
+    rps, count = out.split()
+    return float(rps), cpu / int(count)
+
+
+_PERF_LOAD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[4])
+    from pytest_bridgeperf.load import run_load
+    result = run_load(sys.argv[1], {"users": int(sys.argv[3]), "duration": float(sys.argv[2])})
+    assert result.errors == 0, result.summary()
+    assert result.latency_count == result.count, "every latency is recorded"
+    print(result.rps, result.p50, result.p99, result.count)
+    """
+)
+
+
+def bench_perf_load(url: str, seconds: float, users: int) -> tuple[float, float, float, float]:
+    root = str(Path(__file__).resolve().parent.parent)
+    out, cpu = run_child([sys.executable, "-c", _PERF_LOAD, url, str(seconds), str(users), root])
+    rps, p50, p99, count = (float(x) for x in out.split())
+    # the interpreter's start-up and imports are not request handling
+    return rps, p50, p99, max(0.0, cpu - _startup_cpu()) / count
+
+
+_STARTUP: list[float] = []
+
+
+def _startup_cpu() -> float:
+    """CPU seconds of starting Python and importing the load package (measured once)."""
+    if not _STARTUP:
+        root = str(Path(__file__).resolve().parent.parent)
+        code = f"import sys; sys.path.insert(0, {root!r}); import pytest_bridgeperf.load.http1"
+        _STARTUP.append(run_child([sys.executable, "-c", code])[1])
+    return _STARTUP[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--users", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bridgeperf-bench-") as tmp:
+        proc, url, name = start_target(Path(tmp))
+        try:
+            run_load(url, {"users": 2, "duration": 0.5})  # warm the target up
+            print(f"target: {name} at {url}; {args.users} connections, {args.seconds:g} s each")
+            print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+            rows: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
+            cpu: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
+            for i in range(args.rounds):
+                line = f"round {i + 1}: "
+                wrk = bench_wrk(url, args.seconds, args.users)
+                if wrk is not None:
+                    rows["wrk"].append(wrk[0])
+                    cpu["wrk"].append(wrk[1])
+                    line += f"wrk {wrk[0]:>9,.0f}/s  "
+                rps, per = bench_aiohttp(url, args.seconds, args.users)
+                rows["aiohttp"].append(rps)
+                cpu["aiohttp"].append(per)
+                line += f"aiohttp {rps:>8,.0f}/s  "
+                rps, p50, p99, per = bench_perf_load(url, args.seconds, args.users)
+                rows["perf_load"].append(rps)
+                cpu["perf_load"].append(per)
+                line += f"perf_load {rps:>9,.0f}/s (p50 {p50 * 1e6:.0f} µs, p99 {p99 * 1e6:.0f} µs)"
+                print(line, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    med = {k: statistics.median(v) for k, v in rows.items() if v}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
+    print("\nmedian of the rounds:     requests/s   client CPU per request")
+    for key, value in med.items():
+        print(f"  {key:<10} {value:>20,.0f}   {med_cpu[key] * 1e6:>8.2f} µs")
+    print("ratios (medians; throughput, and CPU efficiency = requests per client CPU second):")
+    if "wrk" in med:
+        print(
+            f"  perf_load / wrk     = {med['perf_load'] / med['wrk']:.2f} throughput, "
+            f"{med_cpu['wrk'] / med_cpu['perf_load']:.2f} efficiency  (target >= 0.70)"
+        )
+    print(
+        f"  perf_load / aiohttp = {med['perf_load'] / med['aiohttp']:.2f} throughput, "
+        f"{med_cpu['aiohttp'] / med_cpu['perf_load']:.2f} efficiency  (target >= 5)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
