@@ -96,3 +96,19 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
     )
     yield load
     load.close()
+
+
+if typing.TYPE_CHECKING:  # the queries capture (SQLAlchemy) is imported on first use
+    from .queries import PerfQueries
+
+
+@pytest.fixture
+def perf_queries(request: pytest.FixtureRequest) -> PerfQueries:
+    """SQL query budgets: ``with perf_queries(*engines) as q:`` (no engine: every SQLAlchemy
+    engine; an ``AsyncEngine`` works) — ``q.count``, ``q.statements``, ``q.fingerprints``,
+    ``q.assert_count(n)``, ``q.assert_max(n)``, ``q.assert_no_n_plus_one(threshold=3)``. Each
+    block records a ``queries`` metric (fingerprints included) compared with the baseline, and
+    fails when a connection it checked out is still checked out at its end."""
+    from .queries import PerfQueries
+
+    return PerfQueries(recorder_for(request.node))
