@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -28,8 +27,9 @@ from .baseline import (
 )
 from .compare import VERDICTS, Verdict, judge
 from .metrics import BUDGET_HELP, BUDGET_KEYS, Budgets, Metric, Recorder, check_budgets
+from .report.junit import junit_properties
 from .settings import DEFAULTS, Settings, SettingsError, resolve
-from .units import format_change, format_value
+from .units import format_value
 
 pytest_plugins = ["pytest_bridgeperf.fixtures"]
 
@@ -115,6 +115,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "baseline section to compare with (also env PERF_ENV)",
     )
     value("--perf-report", None, "PATH", "write every metric, its baseline and verdict as JSON")
+    value(
+        "--perf-markdown",
+        "perf_markdown",
+        "PATH",
+        "write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)",
+    )
+    value(
+        "--perf-html",
+        "perf_html",
+        "PATH",
+        "write a self-contained HTML report with latency percentile plots",
+    )
+    value(
+        "--perf-openmetrics",
+        "perf_openmetrics",
+        "PATH",
+        "write the results in the OpenMetrics text format (Prometheus textfile/Pushgateway)",
+    )
     flag(
         "--perf-strict",
         "perf_strict",
@@ -154,6 +172,7 @@ def pytest_configure(config: pytest.Config) -> None:
     names = (
         "perf", "perf_baseline", "perf_update", "perf_accept", "perf_prune", "perf_tolerance",
         "perf_env", "perf_report", "perf_strict", "perf_min_delta", "perf_memory_lines",
+        "perf_markdown", "perf_html", "perf_openmetrics",
     )  # fmt: skip
     cli = {name: config.getoption(name, None) for name in names}
     cli["quiet"] = config.get_verbosity() < 0
@@ -234,6 +253,7 @@ class PerfSession:
         self.missing_tests: list[tuple[str, list[str]]] = []
         self.written: list[str] = []
         self.pruned: list[str] = []
+        self.report_errors: list[str] = []
 
     # collection ------------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)  # see every collected test, before -k/-m deselect some
@@ -344,6 +364,7 @@ class PerfSession:
             "worker": self.worker,
             "tolerance": tolerance,
         }
+        item.user_properties.extend(junit_properties(rows))  # JUnit XML <property> elements
         if not failures:
             return []
         # the first line is what `-rA`/the short summary shows: make it the most useful one
@@ -388,8 +409,7 @@ class PerfSession:
         strict_missing = self.settings.strict and not self.settings.update and self.missing_tests
         if strict_missing and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.settings.report_path is not None:
-            self._write_report(session)
+        self._write_reports()
 
     def _find_missing(self) -> None:
         """Baseline entries whose test is gone from a file that was collected this run."""
@@ -440,8 +460,8 @@ class PerfSession:
             totals["missing"] += len(metrics)
         return totals
 
-    def _write_report(self, session: pytest.Session) -> None:
-        assert self.settings.report_path is not None
+    def _report_document(self) -> dict[str, Any]:
+        """The run as one JSON-able document: every report is built from it."""
         tests = {
             nodeid: {
                 "outcome": "failed" if self.outcomes[nodeid].failed else "passed",
@@ -450,16 +470,25 @@ class PerfSession:
             }
             for nodeid, payload in sorted(self._results())
         }
+        env = self.settings.env
         for nodeid, metrics in self.missing_tests:
-            tests[nodeid] = {
-                "outcome": "missing",
-                "metrics": [{"name": name, "verdict": "missing"} for name in metrics],
-            }
-        document = {
+            stored = self.baseline.metrics(env, nodeid)
+            rows = []
+            for name in metrics:
+                base = stored.get(name)
+                if base is None:
+                    rows.append({"name": name, "verdict": "missing"})
+                    continue
+                verdict = Verdict(
+                    name, "missing", base.unit, base.stat, None, base.value, basis="test not found"
+                )
+                rows.append(_row(None, verdict, [], base))
+            tests[nodeid] = {"outcome": "missing", "metrics": rows}
+        return {
             "tool": "pytest-bridgeperf",
             "schema": 1,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "environment": self.settings.env,
+            "environment": env,
             "machine": self.fingerprint,
             "baseline": str(self.settings.baseline_path),
             "settings": {
@@ -475,14 +504,42 @@ class PerfSession:
             "written": self.written,
             "pruned": self.pruned,
         }
-        path = self.settings.report_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(
-            json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n",
-            encoding="utf-8",
+
+    def _report_paths(self) -> list[Path]:
+        settings = self.settings
+        paths = (
+            settings.report_path,
+            settings.markdown_path,
+            settings.html_path,
+            settings.openmetrics_path,
         )
-        os.replace(tmp, path)
+        return [path for path in paths if path is not None and not self.report_errors]
+
+    def _write_reports(self) -> None:
+        settings = self.settings
+        outputs = (
+            settings.report_path,
+            settings.markdown_path,
+            settings.html_path,
+            settings.openmetrics_path,
+        )
+        if all(path is None for path in outputs):
+            return
+        from .report import write_outputs
+        from .report.document import dumps_json, write_text
+
+        document = self._report_document()
+        try:
+            if settings.report_path is not None:
+                write_text(settings.report_path, dumps_json(document))
+            write_outputs(
+                document,
+                markdown=settings.markdown_path,
+                html=settings.html_path,
+                openmetrics=settings.openmetrics_path,
+            )
+        except OSError as exc:  # a report that cannot be written must not hide the results
+            self.report_errors.append(f"cannot write a report: {exc}")
 
     # summary ---------------------------------------------------------------------------------
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -492,20 +549,40 @@ class PerfSession:
         results = sorted(self._results())
         if not results and not self.missing_tests and not self.pruned:
             return
+        from .report.document import status_of
+        from .report.terminal import detail_lines, metric_pieces, status_markup, verdict_markup
+
+        verbose = self.config.get_verbosity() > 0
         tr.write_sep("=", f"perf summary (env {self.settings.env})")
         not_comparable = False
         for nodeid, payload in results:
-            tr.write_line(nodeid)
+            tr.write_line(nodeid, **status_markup(status_of(payload)))
             for row in payload["metrics"]:
-                tr.write_line("  " + _summary_line(row))
+                tr.write("  ")
+                for text, markup in metric_pieces(row):
+                    tr.write(text, **markup)
+                tr.line("")
+                if verbose:
+                    for text, markup in detail_lines(row):
+                        tr.write_line(f"      {text}", **markup)
                 not_comparable |= row["verdict"] == "not comparable"
         for nodeid, metrics in self.missing_tests:
-            tr.write_line(f"{nodeid}")
+            tr.write_line(f"{nodeid}", bold=True)
             for name in metrics:
-                tr.write_line(f"  {name}: test not found — missing (run --perf-prune to drop it)")
+                tr.write_line(
+                    f"  {name}: test not found — missing (run --perf-prune to drop it)",
+                    **verdict_markup("missing"),
+                )
         totals = self._totals()
-        line = ", ".join(f"{count} {verdict}" for verdict, count in totals.items())
-        tr.write_line(f"perf: {line}")
+        tr.write("perf: ")
+        for index, (verdict, count) in enumerate(totals.items()):
+            tr.write(", " if index else "")
+            tr.write(f"{count} {verdict}", **(verdict_markup(verdict) if count else {}))
+        tr.line("")
+        for path in self._report_paths():
+            tr.write_line(f"perf: report written to {_relative(path, self.config.rootpath)}")
+        for error in self.report_errors:
+            tr.write_line(f"perf: {error}", red=True)
         if totals["improved"] and not self.settings.update:
             tr.write_line(
                 f"perf: {totals['improved']} metric(s) improved beyond tolerance: the baseline "
@@ -587,6 +664,8 @@ def _row(
         )
         if metric.histogram is not None:
             row["hdr"] = metric.histogram.encode()
+        if metric.samples is not None:  # lets `bridgeperf compare` re-run the significance test
+            row["samples"] = list(metric.samples)
     if base is not None:
         row["baseline_summary"] = base.summary
         if base.hdr:
@@ -594,17 +673,6 @@ def _row(
         if base.details:
             row["baseline_details"] = base.details
     return row
-
-
-def _summary_line(row: dict[str, Any]) -> str:
-    unit = row["unit"]
-    label = row["name"] if row["stat"] in ("value", "") else f"{row['name']} {row['stat']}"
-    base = "—" if row["baseline"] is None else format_value(row["baseline"], unit)
-    cur = "—" if row["current"] is None else format_value(row["current"], unit)
-    change = format_change(row["change"]) if row["change"] is not None else ""
-    budget_marks = "".join(" ✓" if b["passed"] else " ✗" for b in row.get("budgets", []))
-    budget = f"  budget{budget_marks}" if budget_marks else ""
-    return f"{label:<40} {base:>10} → {cur:<10} {change:>7}  {row['verdict']}{budget}"
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -49,6 +49,9 @@ class Settings:
     max_duration: float = 60.0  # hard cap of one load run, seconds
     memory_lines: bool = False  # --perf-memory-lines
     quiet: bool = False  # pytest -q: no live progress lines
+    markdown_path: Path | None = None  # --perf-markdown (also appended to $GITHUB_STEP_SUMMARY)
+    html_path: Path | None = None  # --perf-html
+    openmetrics_path: Path | None = None  # --perf-openmetrics
 
 
 def _flag(cli: object, ini: object) -> bool:
@@ -127,6 +130,14 @@ def resolve(
     if isinstance(hosts_raw, str):
         hosts_raw = hosts_raw.split()
     report = cli.get("perf_report")
+
+    def output(name: str) -> Path | None:
+        """A report path from the CLI or ini, relative to the rootdir."""
+        raw = _text(cli.get(name), ini(name), None, "")
+        if not raw:
+            return None
+        return Path(raw) if Path(raw).is_absolute() else rootdir / raw
+
     accept = _flag(cli.get("perf_accept"), None)
     if accept and not update:
         raise SettingsError("--perf-accept only makes sense with --perf-update")
@@ -150,4 +161,7 @@ def resolve(
         max_duration=max_duration,
         memory_lines=_flag(cli.get("perf_memory_lines"), ini("perf_memory_lines")),
         quiet=bool(cli.get("quiet")),
+        markdown_path=output("perf_markdown"),
+        html_path=output("perf_html"),
+        openmetrics_path=output("perf_openmetrics"),
     )
