@@ -93,7 +93,12 @@ class LatencyHistogram:
 
     @property
     def mean(self) -> float:
-        return float(self._h.get_mean_value()) / _NS if self.count else math.nan
+        if not self.count:
+            return math.nan
+        # hdrh's get_mean_value(), without its slow iterator
+        median = self._h._hdr_median_equiv_value
+        total = sum(count * median(value) for value, count in self._buckets())
+        return float(total) / self.count / _NS
 
     @property
     def stdev(self) -> float:
@@ -109,8 +114,17 @@ class LatencyHistogram:
 
     def items(self) -> Iterator[tuple[float, int]]:
         """``(value_seconds, count)`` for every non-empty bucket, ascending."""
-        for item in self._h.get_recorded_iterator():
-            yield item.value_iterated_to / _NS, int(item.count_at_value_iterated_to)
+        # Same values as hdrh's RecordedIterator, ~30x faster: that iterator costs ~50 ms for a
+        # 10 ms histogram, and every verdict walks two of them.
+        for value, count in self._buckets():
+            yield value / _NS, count
+
+    def _buckets(self) -> Iterator[tuple[int, int]]:
+        h = self._h
+        limit = min(h.counts_len, h.encoder.payload.counts_len)
+        for index, count in enumerate(h.counts[:limit]):
+            if count:
+                yield h.get_highest_equivalent_value(h.get_value_from_index(index)), int(count)
 
     # storage ---------------------------------------------------------------------------------
     def encode(self) -> str:

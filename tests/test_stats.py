@@ -356,3 +356,16 @@ def test_distribution_same_data_is_ok(seed: int) -> None:
     result = compare_distributions(0.01, 0.01, dist, dist, better="lower", tolerance=0.0, floor=0.0)
     assert result.verdict == "ok"
     assert result.p_value == pytest.approx(1.0)
+
+
+@settings(max_examples=25)
+@given(sample_lists)
+def test_fast_items_and_mean_match_hdrh(samples: list[float]) -> None:
+    """items() and mean skip hdrh's slow iterator; they must agree with it exactly."""
+    for hist in (_hist(samples), LatencyHistogram.decode(_hist(samples).encode())):
+        expected = [
+            (item.value_iterated_to / 1e9, int(item.count_at_value_iterated_to))
+            for item in hist.hdr.get_recorded_iterator()
+        ]
+        assert list(hist.items()) == expected
+        assert hist.mean == hist.hdr.get_mean_value() / 1e9
