@@ -19,7 +19,7 @@ _TOKEN = re.compile(
       (?P<ws>\s+)
     | (?P<comment>--[^\n]*|/\*.*?\*/)
     | (?P<str>[EeBbXxNnUu]?'(?:[^']|'')*')
-    | (?P<dollar>\$(?P<tag>[^\W\d]\w*)?\$.*?\$(?P=tag)\$)
+    | (?P<dollar>\$(?P<tag>[^\W\d]\w*|)\$.*?\$(?P=tag)\$)
     | (?P<qident>"(?:[^"]|"")*"|`[^`]*`)
     | (?P<param>\?|%\([^()]+\)s|%s|\$\d+|(?<![:\w]):[^\W\d]\w*|(?<![:\w]):\d+)
     | (?P<num>(?:0[xX][0-9A-Fa-f]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))
@@ -245,6 +245,7 @@ def _render(tokens: list[str]) -> str:
                     previous in _NO_SPACE_AFTER
                     or token in _NO_SPACE_BEFORE
                     or (token == "(" and previous in FUNCTIONS)
+                    or (token == "[" and (_wordish(previous) or previous in (")", "]")))
                 )
             if space:
                 parts.append(" ")

@@ -70,7 +70,7 @@ def format_statements(statements: Sequence[Statement], *, title: str | None = No
         return f"{header}: none"
     lines = [f"{header}:"]
     width = len(str(min(distinct, LISTING_LIMIT)))
-    indent = " " * (width + 4)
+    indent = " " * (width + 6)
     for number, (fp, members) in enumerate(groups[:LISTING_LIMIT], start=1):
         lines.append(f"  {number:>{width}}. ×{len(members)}  {fp}")
         sites = Counter(s.call_site or "<unknown call site>" for s in members)
