@@ -250,6 +250,15 @@ class Run:
                     self._loop_time(self.start_ns + int(_PROGRESS_AFTER * 1e9)), self._tick
                 )
             )
+        if self.start_ns > now:  # workers start together at an agreed instant
+            self._handles.append(loop.call_at(self._loop_time(self.start_ns), self._go))
+        else:
+            self._go()
+
+    def _go(self) -> None:
+        if perf_counter_ns() < self.start_ns:  # loop timers are coarse (1 ms): wait it out
+            self.loop.call_soon(self._go)
+            return
         if self.open:
             self.idle = list(reversed(self.slots))
             self._pump()

@@ -1,0 +1,339 @@
+"""The load engines against real loopback servers (tests/load_server.py in its own process)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_bridgeperf.load import (
+    LoadConnectionError,
+    LoadOptionError,
+    LoadRateError,
+    LoadTargetError,
+    Request,
+    run_load,
+)
+from pytest_bridgeperf.stats import percentile
+
+SERVER = Path(__file__).with_name("load_server.py")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER)], stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("PORT "), line
+    yield f"http://127.0.0.1:{int(line.split()[1])}"
+    proc.kill()
+    proc.wait()
+
+
+def served(server: str) -> int:
+    with urllib.request.urlopen(server + "/count") as response:
+        return int(response.read())
+
+
+def test_known_latency_distribution_percentiles_are_exact(server: str) -> None:
+    # 400 delays spread over 40..200 ms: the server answers the k-th request after delay k
+    # (shuffled) and logs how long it really held each answer (a busy machine oversleeps). The
+    # measured percentiles are never below the configured delays and equal the server's actual
+    # ones within 1 % + HDR precision (0.1 %) + a loopback allowance of 1.5 ms.
+    rng = random.Random(7)
+    delays = [0.040 + 0.160 * i / 399 for i in range(400)]
+    rng.shuffle(delays)
+    request = urllib.request.Request(server + "/config", data=json.dumps(delays).encode())
+    urllib.request.urlopen(request).read()
+    urllib.request.urlopen(server + "/held").read()
+    result = run_load(server + "/dist", {"users": 40, "requests": 400})
+    with urllib.request.urlopen(server + "/held") as response:
+        held = sorted(json.loads(response.read()))
+    assert len(held) == 400
+    assert result.count == 400
+    assert result.errors == 0
+    assert result.latency_count == 400
+    configured = sorted(delays)
+    for q in (50, 90, 95, 99, 100):
+        assert result.percentile(q) >= percentile(configured, q) * 0.999
+        want = percentile(held, q)
+        got = result.percentile(q)
+        assert want * 0.999 <= got <= want * 1.011 + 0.0015, (q, want, got)
+    mean = sum(held) / 400
+    assert mean * 0.999 <= result.mean <= mean * 1.011 + 0.0015
+
+
+def test_periodic_stall_open_model_sees_it_closed_model_omits_it(server: str) -> None:
+    # the server holds every answer during the first 150 ms of each 500 ms (30 % of the time)
+    url = server + "/stall/500/150"
+    closed = run_load(url, {"users": 1, "duration": "1.5s"})
+    lines: list[str | None] = []
+    opened = run_load(url, {"rate": 200, "users": 4, "duration": "2.5s"}, progress=lines.append)
+    # closed model: one request per stall waits, thousands do not -> p99 knows nothing of it
+    assert closed.count > 300
+    assert closed.p99 < 0.050, closed.summary()
+    assert closed.max > 0.050  # the stall did happen to the few requests in flight
+    # open model: 30 % of the intended sends fall into a stall and wait up to 150 ms for it
+    assert opened.p99 > 0.100, opened.summary()
+    assert opened.p90 > 0.020, opened.summary()
+    assert opened.sent >= 0.95 * opened.intended
+    assert opened.late > 0.15 * opened.sent  # queued behind the 4 stalled connections
+    # a run over 2 s reports progress, then clears the line
+    assert lines
+    assert lines[-1] is None
+    assert any(line and "req" in line and "p95" in line for line in lines)
+
+
+def test_closed_model_counts_statuses_bytes_and_exact_request_count(server: str) -> None:
+    served(server)  # reset the server's counter
+    result = run_load(server + "/ok", {"users": 3, "requests": 500})
+    assert result.count == 500
+    assert served(server) == 500  # exactly N requests were sent: no more, no fewer
+    assert result.status_counts == {200: 500}
+    assert result.errors == 0
+    assert result.error_rate == 0
+    assert result.bytes_received > 500 * len(b"ok")
+    assert result.model == "closed"
+    assert result.users == 3
+    assert result.rps > 0
+    assert result.elapsed > 0
+
+
+def test_warmup_is_excluded_and_think_time_paces_users(server: str) -> None:
+    result = run_load(
+        server + "/ok", {"users": 2, "duration": "0.5s", "warmup": "0.3s", "think_time": "50ms"}
+    )
+    # 2 users x 0.5 s / (50 ms think + ~0 service) ~ 20 requests; without the pacing thousands
+    assert 8 <= result.count <= 24, result.summary()
+    assert result.elapsed == pytest.approx(0.5)
+
+
+def test_error_statuses_and_expect_status(server: str) -> None:
+    result = run_load(server + "/status/503", {"users": 2, "requests": 50})
+    assert result.errors == 50
+    assert result.error_rate == 1
+    assert result.error_types == {"HTTP 503": 50}
+    assert result.latency_count == 50  # answered: latencies are kept
+    accepted = run_load(server + "/status/404", {"requests": 20, "expect_status": [404]})
+    assert accepted.errors == 0
+
+
+def test_weighted_named_mix_and_body_factory(server: str) -> None:
+    counter = iter(range(10**9))
+    result = run_load(
+        server,
+        {
+            "users": 4,
+            "requests": 1000,
+            "mix": [
+                Request("/ok", name="ok", weight=3),
+                {"path": "/echo", "method": "POST", "json": {"n": 1}, "name": "json"},
+                Request("/echo", method="POST", body=lambda: {"n": next(counter)}, name="factory"),
+                Request("/echo", method="PUT", data=b"not json", name="bad"),
+            ],
+        },
+    )
+    assert set(result.by_name) == {"ok", "json", "factory", "bad"}
+    counts = {name: part.count for name, part in result.by_name.items()}
+    assert sum(counts.values()) == result.count == 1000
+    assert counts["ok"] == pytest.approx(500, abs=10)  # 3 : 1 : 1 : 1
+    assert counts["json"] == pytest.approx(167, abs=10)
+    assert result["json"].errors == 0
+    assert result["factory"].errors == 0
+    assert result["bad"].error_rate == 1  # the server refused the non-JSON body
+    assert next(counter) >= counts["factory"]
+    with pytest.raises(KeyError, match="names: ok, json, factory, bad"):
+        result["nope"]
+
+
+def test_connection_refused_fails_fast_naming_the_address() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        start = time.monotonic()
+        with pytest.raises(LoadConnectionError, match=rf"127\.0\.0\.1:{port}.*refused"):
+            run_load(f"http://127.0.0.1:{port}/", {"users": 8, "duration": "5s"})
+        assert time.monotonic() - start < 2
+
+
+def test_other_hosts_are_refused_before_any_request() -> None:
+    start = time.monotonic()
+    with pytest.raises(LoadTargetError, match="perf_allowed_hosts"):
+        run_load("http://192.0.2.10:8080/", {"duration": "1s"})
+    assert time.monotonic() - start < 0.5
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_stalling_server_times_out_and_the_run_ends_on_time(server: str, engine: str) -> None:
+    start = time.monotonic()
+    result = run_load(
+        server + "/hang", {"users": 3, "duration": "1s", "timeout": "200ms", "engine": engine}
+    )
+    took = time.monotonic() - start
+    assert took < 2.5, took
+    assert result.error_types.get("TimeoutError", 0) >= 9, result.summary()  # ~3 x 1s/0.2s
+    assert result.errors == result.count
+    assert result.latency_count == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/garbage", "InvalidResponse"),
+        ("/cut", "ServerDisconnected"),
+        ("/huge", "ResponseTooLarge"),
+    ],
+)
+def test_broken_responses_are_counted_errors(server: str, path: str, kind: str) -> None:
+    start = time.monotonic()
+    result = run_load(
+        server + path, {"users": 2, "duration": "0.5s", "max_response_size": "1MB", "timeout": "1s"}
+    )
+    assert time.monotonic() - start < 2.5
+    assert result.errors > 0 and result.errors == result.count, result.summary()
+    assert set(result.error_types) == {kind}, result.error_types
+
+
+def test_connection_close_responses_reconnect(server: str) -> None:
+    result = run_load(server + "/close", {"users": 2, "requests": 100})
+    assert result.count == 100
+    assert result.errors == 0
+
+
+def test_open_model_fails_when_the_rate_cannot_be_sent(server: str) -> None:
+    # one connection, 50 ms per answer: at most 20/s of the 100/s asked for
+    with pytest.raises(LoadRateError, match=r"users=") as info:
+        run_load(server + "/sleep/50", {"rate": 100, "users": 1, "duration": "1s"})
+    result = info.value.result
+    assert result.sent < 0.5 * result.intended
+    assert result.dropped > 0
+    assert result.late > 0
+    assert result.p50 > 0.2  # latencies count from the intended send time
+
+
+def test_open_model_rate_and_latency_origin(server: str) -> None:
+    result = run_load(server + "/sleep/5", {"rate": 400, "users": 16, "duration": "1s"})
+    assert result.model == "open"
+    assert result.target_rate == 400
+    assert result.intended == pytest.approx(400, abs=2)
+    assert result.sent >= 0.95 * result.intended
+    assert result.count == pytest.approx(400, abs=20)
+    assert 0.005 <= result.p50 < 0.030
+
+
+def test_aiohttp_engine_and_head(server: str) -> None:
+    result = run_load(server + "/ok", {"users": 2, "requests": 50, "engine": "aiohttp"})
+    assert result.count == 50
+    assert result.errors == 0
+    head = run_load(server + "/ok", {"requests": 10, "method": "HEAD"})
+    assert head.count == 10
+    assert head.errors == 0
+
+
+def test_workers_merge_losslessly(server: str) -> None:
+    served(server)
+    result = run_load(server + "/ok", {"users": 4, "workers": 2, "requests": 600})
+    assert result.workers == 2
+    assert result.count == 600 == served(server)
+    assert result.latency_count == 600
+    assert result.errors == 0
+
+
+def test_sync_and_async_callables() -> None:
+    calls = [0]
+
+    def flaky() -> None:
+        calls[0] += 1
+        if calls[0] % 4 == 0:
+            raise ValueError("every fourth call")
+        time.sleep(0.001)
+
+    result = run_load(flaky, {"users": 2, "requests": 100})
+    assert result.count == 100
+    assert result.error_types == {"ValueError": 25}
+    assert result.latency_count == 75
+    assert result.p50 >= 0.001
+
+    async def work() -> None:
+        import asyncio
+
+        await asyncio.sleep(0.002)
+
+    aresult = run_load(work, {"users": 10, "duration": "0.5s"})
+    # 10 concurrent users, ~2 ms each: well above what one sequential user could do
+    assert aresult.count > 600
+    assert aresult.errors == 0
+    assert 0.002 <= aresult.p50 < 0.05
+    opened = run_load(work, {"rate": 200, "duration": "0.5s"})
+    assert opened.count == pytest.approx(100, abs=5)
+    paced = run_load(lambda: None, {"rate": 200, "duration": "0.5s"})
+    assert paced.count == pytest.approx(100, abs=5)
+    assert paced.sent >= 95
+
+
+def test_ctrl_c_stops_cleanly_with_partial_results(server: str) -> None:
+    code = (
+        "import sys; from pytest_bridgeperf.load import run_load\n"
+        f"r = run_load({server + '/ok'!r}, {{'users': 2, 'duration': '20s'}})\n"
+        "print('INTERRUPTED', r.interrupted, r.count, flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    start = time.monotonic()
+    proc.send_signal(2)
+    out, _ = proc.communicate(timeout=10)
+    assert time.monotonic() - start < 3
+    flag, interrupted, count = out.split()
+    assert flag == "INTERRUPTED"
+    assert interrupted == "True"
+    assert int(count) > 0
+
+
+def test_bad_options_fail_before_any_request(server: str) -> None:
+    served(server)
+    for options, match in [
+        ({"users": 0}, "users=0"),
+        ({"duration": "2 fortnights"}, "duration="),
+        ({"duration": "2h"}, "perf_max_duration"),
+        ({"rate": -5}, "rate="),
+        ({"think_time": "1s", "rate": 10}, "think_time="),
+        ({"method": "BREW"}, "method"),
+        ({"path": "no-slash"}, "must start with '/'"),
+        ({"json": {"a": object()}}, "JSON-serialisable"),
+        ({"json": {}, "data": b"x"}, "only one of"),
+        ({"body": b"static"}, "factory"),
+        ({"mix": []}, "empty"),
+        ({"mix": [{"path": "/a", "wait": 1}]}, "unknown key"),
+        ({"mix": [{"path": "/a"}, {"path": "/a"}]}, "duplicate"),
+        ({"users": 5000}, "at most 1024"),
+        ({"workers": 0}, "workers="),
+        ({"userz": 3}, "unknown option"),
+        ({"timeout": 0}, "timeout="),
+        ({"expect_status": [999]}, "100..599"),
+        ({"engine": "fast", "follow_redirects": True}, "engine='fast'"),
+        ({"headers": {"X-Bad\r\nInjected": "1"}}, "invalid header"),
+    ]:
+        with pytest.raises((LoadOptionError, ValueError), match=match):
+            run_load(server + "/ok", options, max_duration=60)
+    with pytest.raises(LoadTargetError, match="only http"):
+        run_load("ftp://127.0.0.1/", {})
+    with pytest.raises(LoadTargetError, match="expected a URL"):
+        run_load(42, {})
+    with pytest.raises(LoadOptionError, match="only apply to HTTP"):
+        run_load(lambda: None, {"path": "/x"})
+    with pytest.raises(LoadOptionError, match="picklable"):
+        run_load(lambda: None, {"workers": 2, "users": 2})
+    assert served(server) == 0
+    assert math.isnan(run_load(server + "/ok", {"requests": 1}).error_rate) is False
