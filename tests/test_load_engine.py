@@ -202,7 +202,8 @@ def test_broken_responses_are_counted_errors(server: str, path: str, kind: str) 
         server + path, {"users": 2, "duration": "0.5s", "max_response_size": "1MB", "timeout": "1s"}
     )
     assert time.monotonic() - start < 2.5
-    assert result.errors > 0 and result.errors == result.count, result.summary()
+    assert result.errors > 0, result.summary()
+    assert result.errors == result.count, result.summary()
     assert set(result.error_types) == {kind}, result.error_types
 
 
