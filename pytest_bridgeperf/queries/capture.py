@@ -470,6 +470,7 @@ class QueryCapture:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        __tracebackhide__ = True
         _HUB.remove(self)
         self._state = "done"
         if exc_type is not None:
@@ -556,6 +557,7 @@ class QueryCapture:
 
     def assert_count(self, expected: int) -> None:
         """Exactly ``expected`` statements."""
+        __tracebackhide__ = True  # pytest: the failure is the caller's line
         count = self.count
         if count != expected:
             raise AssertionError(
@@ -565,6 +567,7 @@ class QueryCapture:
 
     def assert_max(self, limit: int) -> None:
         """At most ``limit`` statements."""
+        __tracebackhide__ = True  # pytest: the failure is the caller's line
         count = self.count
         if count > limit:
             raise AssertionError(
@@ -574,6 +577,7 @@ class QueryCapture:
 
     def assert_no_n_plus_one(self, threshold: int = DEFAULT_N_PLUS_ONE_THRESHOLD) -> None:
         """No line of user code issues the same statement ``threshold`` or more times."""
+        __tracebackhide__ = True  # pytest: the failure is the caller's line
         if threshold < 2:
             raise ValueError(f"threshold must be at least 2, got {threshold}")
         findings = self.n_plus_one(threshold)
