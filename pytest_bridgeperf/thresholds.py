@@ -69,7 +69,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 
 _EXPR = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*(?:\s*\(\s*[^)]*\))?)\s*"
-    r"(?P<op><=|>=|==|<|>|=|!=)?\s*(?P<value>.*?)\s*$"
+    r"(?P<op><=|>=|==|=>|=<|!=|<|>|=)?\s*(?P<value>.*?)\s*$"
 )
 _PERCENTILE = re.compile(r"^p\s*\(\s*(?P<q>[0-9]+(?:\.[0-9]+)?)\s*\)$|^p(?P<bare>[0-9]+)$")
 
@@ -212,7 +212,8 @@ def parse_threshold(text: str) -> Threshold:
             f"threshold {text!r}: missing an operator; use one of {', '.join(_OPERATORS)}"
         )
     if op not in _OPERATORS:
-        hint = " (did you mean '=='?)" if op == "=" else ""
+        hint = {"=": " (did you mean '=='?)", "=>": " (did you mean '>='?)"}.get(op, "")
+        hint = hint or (" (did you mean '<='?)" if op == "=<" else "")
         raise ThresholdError(
             f"threshold {text!r}: unsupported operator {op!r}{hint}; "
             f"use one of {', '.join(_OPERATORS)}"

@@ -229,7 +229,6 @@ def run_sync_callable(
     for st in stats:
         c = st.collector
         c.fold()
-        total.histogram.merge(c.histogram)
         total.count += c.count
         total.errors += c.errors
         for kind, n in c.error_types.items():
@@ -239,7 +238,9 @@ def run_sync_callable(
         done.extend(st.done)
         sent += st.sent
         late += st.late
-    # a failed call was counted by error(): count already includes it
+    from .result import merged_histogram
+
+    total.histogram = merged_histogram([st.collector.histogram for st in stats])
     measured_end = min(stopped_ns, end)
     elapsed = (measured_end - measure_start) / 1e9
     if o.duration is not None and not interrupted and stopped_ns >= end:

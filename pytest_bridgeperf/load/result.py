@@ -19,7 +19,7 @@ from .. import thresholds as _thresholds
 from ..stats import LatencyHistogram
 from ..units import format_duration, format_size
 
-__all__ = ["LoadResult", "NameCollector", "fold_latencies"]
+__all__ = ["LoadResult", "NameCollector", "fold_latencies", "merge_results", "merged_histogram"]
 
 _SUB_BUCKET_BITS = 11  # 3 significant digits -> 2048 sub-buckets in hdrh
 _NUMPY_FOLD_MIN = 50_000
@@ -300,12 +300,11 @@ def merge_results(parts: Iterable[LoadResult]) -> LoadResult:
     if not items:
         raise ValueError("nothing to merge")
     first = items[0]
-    histogram = LatencyHistogram()
+    histogram = merged_histogram([p.histogram for p in items])
     status: Counter[int] = Counter()
     kinds: Counter[str] = Counter()
     rounds: list[tuple[int, int]] = []
     for part in items:
-        histogram.merge(part.histogram)
         status.update(part.status_counts)
         kinds.update(part.error_types)
         for i, (c, e) in enumerate(part.rounds):
@@ -343,3 +342,15 @@ def merge_results(parts: Iterable[LoadResult]) -> LoadResult:
         rounds=rounds[:full],
         target=first.target,
     )
+
+
+def merged_histogram(parts: list[LatencyHistogram]) -> LatencyHistogram:
+    # hdrh's add() takes the minimum of both sides' get_min_value(), which is 0 for an empty
+    # histogram: so start from a copy of the first non-empty part and skip empty ones
+    filled = [h for h in parts if h.count]
+    if not filled:
+        return LatencyHistogram()
+    merged = LatencyHistogram.decode(filled[0].encode())
+    for h in filled[1:]:
+        merged.merge(h)
+    return merged
