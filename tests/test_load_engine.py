@@ -49,7 +49,8 @@ def test_known_latency_distribution_percentiles_are_exact(server: str) -> None:
     # 400 delays spread over 40..200 ms: the server answers the k-th request after delay k
     # (shuffled) and logs how long it really held each answer (a busy machine oversleeps). The
     # measured percentiles are never below the configured delays and equal the server's actual
-    # ones within 1 % + HDR precision (0.1 %) + a loopback allowance of 1.5 ms.
+    # ones within 1 % + HDR precision (0.1 %) + the loopback round trip of this machine right
+    # now (the p99 of the same traffic pattern against an endpoint that answers at once).
     rng = random.Random(7)
     delays = [0.040 + 0.160 * i / 399 for i in range(400)]
     rng.shuffle(delays)
@@ -59,6 +60,9 @@ def test_known_latency_distribution_percentiles_are_exact(server: str) -> None:
     result = run_load(server + "/dist", {"users": 40, "requests": 400})
     with urllib.request.urlopen(server + "/held") as response:
         held = sorted(json.loads(response.read()))
+    # same concurrency and request rate (~330/s), nothing held
+    round_trip = run_load(server + "/ok", {"users": 40, "duration": "0.5s", "think_time": "120ms"})
+    allowance = 0.0005 + round_trip.p99
     assert len(held) == 400
     assert result.count == 400
     assert result.errors == 0
@@ -68,9 +72,9 @@ def test_known_latency_distribution_percentiles_are_exact(server: str) -> None:
         assert result.percentile(q) >= percentile(configured, q) * 0.999
         want = percentile(held, q)
         got = result.percentile(q)
-        assert want * 0.999 <= got <= want * 1.011 + 0.0015, (q, want, got)
+        assert want * 0.999 <= got <= want * 1.011 + allowance, (q, want, got, allowance)
     mean = sum(held) / 400
-    assert mean * 0.999 <= result.mean <= mean * 1.011 + 0.0015
+    assert mean * 0.999 <= result.mean <= mean * 1.011 + allowance
 
 
 def test_periodic_stall_open_model_sees_it_closed_model_omits_it(server: str) -> None:
