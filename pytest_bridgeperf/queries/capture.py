@@ -44,8 +44,8 @@ DEFAULT_N_PLUS_ONE_THRESHOLD = 3
 
 _INSERTMANYVALUES = ExecuteStyle.INSERTMANYVALUES
 
-# (sql, parameter count, duration s, driver rowcount, batched, (file, line) | None, failed)
-_Raw = tuple[str, int, float, int, bool, "_RawSite | None", bool]
+# (sql, parameter values, parameter sets, duration s, driver rowcount, batched, site, failed)
+_Raw = tuple[str, int, int, float, int, bool, "_RawSite | None", bool]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,11 +238,11 @@ def _rowcount(cursor: Any) -> int:
 
 
 def _failed(
-    cursor: Any, statement: str, params: int, context: Any, start: float, batched: bool
+    statement: str, params: int, sets: int, context: Any, start: float, batched: bool
 ) -> None:
     if context is not None and not context.root_connection._allow_autobegin:
         return
-    entry = (statement, params, perf_counter() - start, -1, batched, _call_site(), True)
+    entry = (statement, params, sets, perf_counter() - start, -1, batched, _call_site(), True)
     _deliver(entry, None if context is None else context.dialect)
 
 
@@ -260,7 +260,7 @@ def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> b
         else:
             context.dialect.do_execute(cursor, statement, parameters, context)
     except BaseException:
-        _failed(cursor, statement, len(parameters) if parameters else 0, context, start, False)
+        _failed(statement, len(parameters) if parameters else 0, 1, context, start, False)
         raise
     duration = perf_counter() - start
     if context is None:
@@ -278,6 +278,7 @@ def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> b
     entry = (
         statement,
         len(parameters) if parameters else 0,
+        1,
         duration,
         rows,
         batched,
@@ -299,12 +300,12 @@ def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
         else:
             context.dialect.do_execute_no_params(cursor, statement, context)
     except BaseException:
-        _failed(cursor, statement, 0, context, start, False)
+        _failed(statement, 0, 1, context, start, False)
         raise
     duration = perf_counter() - start
     if context is not None and not context.root_connection._allow_autobegin:
         return True
-    entry = (statement, 0, duration, _rowcount(cursor), False, _call_site(), False)
+    entry = (statement, 0, 1, duration, _rowcount(cursor), False, _call_site(), False)
     _deliver(entry, None if context is None else context.dialect)
     return True
 
@@ -318,12 +319,13 @@ def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) 
         else:
             context.dialect.do_executemany(cursor, statement, parameters, context)
     except BaseException:
-        _failed(cursor, statement, count, context, start, True)
+        _failed(statement, count, len(parameters) if parameters else 0, context, start, True)
         raise
     duration = perf_counter() - start
     if context is not None and not context.root_connection._allow_autobegin:
         return True
-    entry = (statement, count, duration, _rowcount(cursor), True, _call_site(), False)
+    sets = len(parameters) if parameters else 0
+    entry = (statement, count, sets, duration, _rowcount(cursor), True, _call_site(), False)
     _deliver(entry, None if context is None else context.dialect)
     return True
 
@@ -332,7 +334,7 @@ def _transaction_event(sql: str) -> Any:
     def on_event(conn: Connection, *args: Any) -> None:
         if not conn._allow_autobegin:
             return
-        entry: _Raw = (sql, 0, 0.0, -1, False, _call_site(), False)
+        entry: _Raw = (sql, 0, 1, 0.0, -1, False, _call_site(), False)
         dialect = conn.dialect
         for capture in _HUB.captures:
             if capture.include_transactions and (
@@ -498,13 +500,16 @@ class QueryCapture:
         end = len(raw)
         if self._consumed < end:
             materialised = self._materialised
-            for sql, params, duration, rows, batched, site, failed in raw[self._consumed : end]:
+            for sql, params, sets, duration, rows, batched, site, failed in raw[
+                self._consumed : end
+            ]:
                 fp = fingerprint(sql)
                 materialised.append(
                     Statement(
                         sql=sql,
                         fingerprint=fp,
                         params=params,
+                        parameter_sets=sets,
                         duration=duration,
                         rows=rows if isinstance(rows, int) and rows >= 0 else None,
                         executemany=batched,

@@ -36,6 +36,7 @@ class Statement:
     call_site: str | None  # first frame in user code, ``path:line`` (relative to the cwd)
     transaction_control: bool = False  # BEGIN / COMMIT / ROLLBACK / SAVEPOINT / RELEASE
     failed: bool = False  # the driver raised
+    parameter_sets: int = 1  # parameter sets of an executemany call (the server runs each)
 
     def __str__(self) -> str:
         return self.sql
