@@ -46,7 +46,7 @@ def percentile_curve(
     hist: LatencyHistogram, x_max: float, steps: int = 200
 ) -> list[tuple[float, float]]:
     """Points of the percentile curve of ``hist`` for ``x`` in ``0 .. x_max`` (nearest rank,
-    as :meth:`LatencyHistogram.percentile`)."""
+    as :meth:`LatencyHistogram.percentile`); the last point is the maximum."""
     values: list[float] = []
     cumulative: list[int] = []
     seen = 0
@@ -62,7 +62,7 @@ def percentile_curve(
     for i in range(steps + 1):
         x = x_max * i / steps
         q = 1 - 10**-x
-        rank = max(1, math.ceil(q * seen - 1e-9))
+        rank = max(1, math.ceil(q * seen - 1e-9)) if i < steps else seen  # ends at the max
         index = min(bisect_left(cumulative, rank), len(values) - 1)
         points.append((x, values[index]))
     return points
