@@ -59,6 +59,7 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
     (served on 127.0.0.1) or a callable. Results are recorded per request name; marker budgets
     (``p95=``, ``error_rate=``, ``rps=``) apply to them."""
     import contextlib
+    import sys
 
     from .load.api import PerfLoad
     from .plugin import settings_key
@@ -84,7 +85,11 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
             n = shown[0]
             text = "" if line is None else " " + line
             with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-                reporter.write("\b" * n + " " * n + "\b" * n + text, flush=True)
+                # straight to the terminal, past the reporter: its line-width bookkeeping
+                # (used to right-align the progress percentage) must not count these
+                reporter.flush()
+                sys.stdout.write("\b" * n + " " * n + "\b" * n + text)
+                sys.stdout.flush()
             shown[0] = len(text)
 
     load = PerfLoad(

@@ -245,6 +245,7 @@ class Run:
         self._sweep_every = sweep
         self._handles.append(loop.call_later(sweep, self._sweep))
         if self.progress is not None:
+            self._progress_mark = (0, self.start_ns)
             self._handles.append(
                 loop.call_at(
                     self._loop_time(self.start_ns + int(_PROGRESS_AFTER * 1e9)), self._tick
@@ -314,7 +315,7 @@ class Run:
         total = (self.end_ns - self.start_ns) / 1e9
         rate_text = f"{rate:,.0f}/s" if math.isfinite(rate) else "-"
         return (
-            f"[perf_load {self.label}: {phase}{elapsed:.1f}/{total:.0f} s, {count:,} req, "
+            f"[perf_load {self.label}: {phase}{elapsed:.1f}/{total:.1f} s, {count:,} req, "
             f"{rate_text}, p95 {p95}, errors {errors}]"
         )
 
