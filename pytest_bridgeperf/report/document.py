@@ -85,6 +85,11 @@ def validate_report(document: Any, source: str = "report") -> dict[str, Any]:
             f'{source}: not a pytest-bridgeperf report (no "tool": "{TOOL}" at the top level); '
             "write one with pytest --perf --perf-report=PATH"
         )
+    if "environments" in document and "tests" not in document:
+        raise ReportError(
+            f"{source}: a baseline file, not a report; write a report with "
+            "pytest --perf --perf-report=PATH"
+        )
     schema = document.get("schema")
     if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
         raise ReportError(f"{source}: schema: expected a whole number, got {schema!r}")

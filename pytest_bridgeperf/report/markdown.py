@@ -132,6 +132,9 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
     extra = [
         f"{count(v)} {v}" for v in ("not comparable", "missing") if count(v)
     ]  # shown only when there are any
+    over_budget = sum(status_of(t) == "over budget" for _, t in tests)
+    if over_budget:
+        extra.insert(0, f"{over_budget} test(s) over budget")
     if extra:
         headline += " · " + " · ".join(extra)
     out = [f"## {icon} {title}: {headline}", ""]
