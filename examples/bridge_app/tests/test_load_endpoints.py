@@ -1,0 +1,90 @@
+"""Load tests of the Bridge endpoints with ``perf_load`` (run with ``pytest --perf``).
+
+The guide's LoadTester sent N users at an endpoint for D seconds and sorted the latencies; here
+the fixture serves the app on 127.0.0.1, drives it with a closed (``users=``) or open
+(``rate=``) model, records every latency in an HDR histogram, and records latency, throughput
+and error rate per request name into the baseline. Marker budgets are deliberately generous
+(catching disasters); the baseline catches drifts.
+"""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+from bridge_app import cache_key
+
+from pytest_bridgeperf.load import Request
+from pytest_bridgeperf.load.api import PerfLoad
+
+CONNECTOR_KINDS = ("postgres", "mysql", "s3", "bigquery", "http")
+
+
+@pytest.mark.perf(p95="100ms", error_rate="1%", rps=100)
+def test_connector_metadata_is_served_from_the_cache(perf_load: PerfLoad, app: web.Application) -> None:
+    result = perf_load(
+        app,
+        path="/api/v1/connectors/metadata?kind=postgres",
+        users=8,
+        duration="2s",
+        warmup="200ms",
+        name="GET connectors metadata",
+    )
+    assert set(result.status_counts) == {200}
+    # the guide's alert threshold: below a 0.7 hit ratio the cache is not earning its keep
+    assert app[cache_key].stats.hit_ratio >= 0.7
+
+
+@pytest.mark.perf(p95="1s", error_rate="1%", rps=5)
+def test_statistics_endpoint(perf_load: PerfLoad, app: web.Application) -> None:
+    # the aggregation runs in the handler and holds the event loop: one user shows its own
+    # latency; more users would only measure their queue
+    result = perf_load(
+        app,
+        path="/api/v1/analytics/statistics?group_by=connector",
+        users=1,
+        duration="2s",
+        warmup="200ms",
+        name="GET statistics by connector",
+    )
+    # ~30 samples in 2 s: enough for the median, too few for a credible p(95)
+    result.check("med < 500ms", "max < 2s", "error_rate < 1%")
+
+
+@pytest.mark.perf(error_rate="1%")
+def test_dashboard_traffic_mix_at_a_steady_arrival_rate(perf_load: PerfLoad, app: web.Application) -> None:
+    # the open model: 100 requests/s whatever the app does, latencies counted from the intended
+    # send time, so a slow spell shows in the tail instead of hiding behind waiting users
+    result = perf_load(
+        app,
+        rate=100,
+        users=32,
+        duration="2s",
+        name="bridge mix",
+        mix=[
+            Request("/api/v1/dashboards?page=1&page_size=20", name="dashboards", weight=5),
+            *(
+                Request(f"/api/v1/connectors/metadata?kind={kind}", name=f"metadata {kind}")
+                for kind in CONNECTOR_KINDS
+            ),
+            Request("/api/v1/analytics/statistics", name="statistics", weight=2),
+            Request("/healthz", name="healthz"),
+        ],
+    )
+    assert result.dropped == 0
+    result.check("p(95) < 250ms", "error_rate < 1%", "rps >= 95")
+    result["dashboards"].check("p(90) < 250ms")
+
+
+@pytest.mark.perf(p99="2s", error_rate="5%")
+def test_guide_alert_thresholds(perf_load: PerfLoad, app: web.Application) -> None:
+    # the guide's own scenario: users that wait 0.1 s between requests, and its alert levels
+    # (response time 2 s, error rate 5 %) as budgets
+    result = perf_load(
+        app,
+        path="/api/v1/dashboards",
+        users=10,
+        think_time="100ms",
+        duration="2s",
+        name="GET dashboards (guide scenario)",
+    )
+    assert result.count >= 100  # 10 users x 2 s / (0.1 s + service time)
