@@ -20,7 +20,9 @@ CONNECTOR_KINDS = ("postgres", "mysql", "s3", "bigquery", "http")
 
 
 @pytest.mark.perf(p95="100ms", error_rate="1%", rps=100)
-def test_connector_metadata_is_served_from_the_cache(perf_load: PerfLoad, app: web.Application) -> None:
+def test_connector_metadata_is_served_from_the_cache(
+    perf_load: PerfLoad, app: web.Application
+) -> None:
     result = perf_load(
         app,
         path="/api/v1/connectors/metadata?kind=postgres",
@@ -51,7 +53,9 @@ def test_statistics_endpoint(perf_load: PerfLoad, app: web.Application) -> None:
 
 
 @pytest.mark.perf(error_rate="1%")
-def test_dashboard_traffic_mix_at_a_steady_arrival_rate(perf_load: PerfLoad, app: web.Application) -> None:
+def test_dashboard_traffic_mix_at_a_steady_arrival_rate(
+    perf_load: PerfLoad, app: web.Application
+) -> None:
     # the open model: 100 requests/s whatever the app does, latencies counted from the intended
     # send time, so a slow spell shows in the tail instead of hiding behind waiting users
     result = perf_load(
