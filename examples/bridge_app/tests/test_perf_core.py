@@ -5,14 +5,22 @@ absolute limits, deliberately generous (an order of magnitude above what a lapto
 catch the disasters, while the committed baseline catches the drifts.
 
 The timings are CPU time of the test's thread (``time.thread_time``), not wall-clock time. SQLite
-runs in-process, so the CPU time is the work a call costs, and it stays put when other processes
-compete for the cores: on a 2-core machine saturated by two busy loops the wall-clock median of
-the statistics query tripled (18 ms -> 58 ms) while its CPU-time median moved by 1 %. Wall-clock
+runs in-process, so the CPU time is the work a call costs, and it barely moves when other
+processes compete for the cores: on a 2-core VM saturated by two busy loops the wall-clock median
+of the statistics query tripled (18 ms -> 58 ms) while its CPU-time median moved by 1 %. Wall-clock
 latency under concurrency is what the load tests (``perf_load``) measure.
+
+What the neighbours still do is slow everyone's memory accesses for a second or two at a time:
+the CPU-time median of the allocation-heavy dashboard page jumped by up to 50 % between
+back-to-back runs beside other test suites. So the samples are spread over ~2 s and the compared
+statistic is the minimum -- the call that ran undisturbed, which is what the code costs (the
+reasoning of ``timeit``). Over ten such runs the minimum varied by 1 % (statistics) and 14 %
+(dashboard page).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -36,34 +44,48 @@ Client = TestClient[web.Request, web.Application]
 
 WARMUP = 3  # first calls compile SQL, fill SQLite's page cache and SQLAlchemy's statement cache
 SAMPLES = 30
+PAUSE = 0.05  # seconds between samples: spreads them over the neighbours' busy and quiet spells
 #: The guide's alert threshold: below this hit ratio the cache is not earning its keep.
 MIN_CACHE_HIT_RATIO = 0.7
 
 
 def cpu_time_samples(func: Callable[[], Any], n: int = SAMPLES) -> list[float]:
-    """CPU seconds of this thread for each of ``n`` calls of ``func``, after a warm-up."""
+    """CPU seconds of this thread for each of ``n`` calls of ``func``, after a warm-up.
+
+    Like ``timeit``, the garbage collector is off during a timed call: a collection's cost lands
+    on whichever call happens to trigger it.
+    """
     for _ in range(WARMUP):
         func()
     samples = []
-    for _ in range(n):
-        start = time.thread_time()
-        func()
-        samples.append(time.thread_time() - start)
+    gc_was_enabled = gc.isenabled()
+    try:
+        for _ in range(n):
+            time.sleep(PAUSE)
+            gc.disable()
+            start = time.thread_time()
+            func()
+            samples.append(time.thread_time() - start)
+            if gc_was_enabled:
+                gc.enable()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return samples
 
 
-@pytest.mark.perf(p95="250ms")
+# 20 %: a wide margin over the 1 % spread of A/A reruns, still catching a +30 % slowdown.
+@pytest.mark.perf(p95="250ms", tolerance="20%")
 def test_statistics_computation(perf: Recorder, session: Session) -> None:
     """count/mean/min/max/p50/p95/p99 per metric over 10,000 measurements, in one SQL statement."""
     rows = compute_statistics(session)
     assert sum(row["count"] for row in rows) == 10_000
-    perf.record("statistics", cpu_time_samples(lambda: compute_statistics(session)))
+    perf.record("statistics", cpu_time_samples(lambda: compute_statistics(session)), stat="min")
 
 
-# The ORM and JSON work of a 100-dashboard page is allocation-heavy Python, and its CPU time does
-# depend on the neighbours: on this example's 2-core VM, with both cores oversubscribed by other
-# processes, its median rose by up to 37 % (caches shared with them), while the statistics query
-# (SQLite's C code) moved 1 %. Hence the wider tolerance; the N+1 loader it guards against costs 4x.
+# The allocation-heavy page is the most sensitive to the neighbours (its A/A minimum spread 14 %);
+# 50 % keeps reruns green and catches the N+1 loader (4x). The fine guards of this page are its
+# payload bytes below (exact) and its statement count (the query-budget tests).
 @pytest.mark.perf(p95="300ms", tolerance="50%")
 def test_dashboards_page_of_100(perf: Recorder, session: Session) -> None:
     """One capped page (a client asked for 1,000): dashboards + widgets loaded and serialised."""
@@ -73,7 +95,7 @@ def test_dashboards_page_of_100(perf: Recorder, session: Session) -> None:
     def page_json() -> str:
         return json.dumps(list_dashboards(session, pagination))
 
-    perf.record("dashboards page of 100", cpu_time_samples(page_json))
+    perf.record("dashboards page of 100", cpu_time_samples(page_json), stat="min")
 
 
 @pytest.mark.perf
