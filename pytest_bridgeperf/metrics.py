@@ -251,6 +251,8 @@ class Budgets:
     memory: int | None = None
     rss: int | None = None
     tolerance: float | None = None
+    #: the budgets as the test wrote them (``"5MB"``), for messages
+    written: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @classmethod
     def parse(cls, kwargs: Mapping[str, Any]) -> Budgets:
@@ -266,17 +268,18 @@ class Budgets:
                 values[key] = parsers[key](raw)
             except UnitError as exc:
                 raise ValueError(f"budget {key}={raw!r}: {exc}") from None
-        return cls(**values)
+        written = tuple((k, v) for k, v in kwargs.items() if isinstance(v, str))
+        return cls(**values, written=written)
 
     def items(self) -> list[tuple[str, Any]]:
         return [
             (f.name, getattr(self, f.name))
             for f in fields(self)
-            if getattr(self, f.name) is not None
+            if f.name != "written" and getattr(self, f.name) is not None
         ]
 
 
-BUDGET_KEYS = tuple(f.name for f in fields(Budgets))
+BUDGET_KEYS = tuple(f.name for f in fields(Budgets) if f.name != "written")
 
 #: What each budget keyword means, for ``pytest --markers`` and the README.
 BUDGET_HELP = {
@@ -314,13 +317,15 @@ class BudgetCheck:
     unit: str
     passed: bool
     minimum: bool  # the budget is a floor (rps) rather than a ceiling
+    written: str | None = None  # the limit as the test wrote it
 
     def describe(self) -> str:
         op = "≥" if self.minimum else "≤"
         mark = "✓" if self.passed else "✗"
+        limit = self.written or format_value(self.limit, self.unit)
         return (
             f"{mark} {self.metric}: {self.budget} {format_value(self.measured, self.unit)} "
-            f"(budget {op} {format_value(self.limit, self.unit)})"
+            f"(budget {op} {limit})"
         )
 
 
@@ -328,6 +333,7 @@ def check_budgets(metrics: Iterable[Metric], budgets: Budgets) -> list[BudgetChe
     """Every applicable (budget, metric) pair. Latency budgets apply to every metric of role
     ``latency``; the others to metrics of the role of the same name."""
     checks: list[BudgetCheck] = []
+    written = dict(budgets.written)
     for metric in metrics:
         if metric.role == "latency":
             for key in _LATENCY_BUDGETS:
@@ -336,7 +342,16 @@ def check_budgets(metrics: Iterable[Metric], budgets: Budgets) -> list[BudgetChe
                     continue
                 measured = metric.statistic(key)
                 checks.append(
-                    BudgetCheck(metric.name, key, limit, measured, "s", measured <= limit, False)
+                    BudgetCheck(
+                        metric.name,
+                        key,
+                        limit,
+                        measured,
+                        "s",
+                        measured <= limit,
+                        False,
+                        written.get(key),
+                    )
                 )
         elif metric.role in _ROLE_BUDGETS:
             key = _ROLE_BUDGETS[metric.role]
@@ -347,7 +362,14 @@ def check_budgets(metrics: Iterable[Metric], budgets: Budgets) -> list[BudgetChe
             passed = metric.value >= limit if minimum else metric.value <= limit
             checks.append(
                 BudgetCheck(
-                    metric.name, key, float(limit), metric.value, metric.unit, passed, minimum
+                    metric.name,
+                    key,
+                    float(limit),
+                    metric.value,
+                    metric.unit,
+                    passed,
+                    minimum,
+                    written.get(key),
                 )
             )
     return checks

@@ -614,6 +614,8 @@ def _rerun(item: pytest.Item) -> Callable[[], object]:
         item.runtest()
         return None
 
+    # the test function itself, for reports that trace it line by line (--perf-memory-lines)
+    rerun.function = getattr(item, "obj", None)  # type: ignore[attr-defined]
     return rerun
 
 

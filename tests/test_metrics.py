@@ -301,7 +301,18 @@ def test_budget_description_names_measured_and_limit() -> None:
     rec = Recorder()
     rec.record("latency", [0.0121] * 10)
     (check,) = check_budgets(rec.metrics.values(), Budgets.parse({"p95": "10ms"}))
+    # the limit is quoted as the test wrote it
+    assert check.describe() == "✗ latency: p95 12.1 ms (budget ≤ 10ms)"
+    (check,) = check_budgets(rec.metrics.values(), Budgets.parse({"p95": 0.01}))
     assert check.describe() == "✗ latency: p95 12.1 ms (budget ≤ 10.0 ms)"
+
+
+def test_size_budget_quoted_as_written() -> None:
+    rec = Recorder()
+    rec.record("heap", 6_000_000, unit="bytes", role="memory")
+    (check,) = check_budgets(rec.metrics.values(), Budgets.parse({"memory": "5MB"}))
+    assert not check.passed
+    assert check.describe() == "✗ heap: memory 5.72 MiB (budget ≤ 5MB)"
 
 
 def test_tolerance_is_not_a_check() -> None:
