@@ -66,7 +66,7 @@ def test_results_are_recorded_per_name_and_marker_budgets_apply(
             "*_ test_too_slow _*",
             "perf: GET /hello rps: rps * (budget ≥ 1000000000/s)",
             "*_ test_errors _*",
-            "perf: GET /boom error_rate: error_rate 100 % (budget ≤ 1.00 %)",
+            "perf: GET /boom error_rate: error_rate 100 % (budget ≤ 1%)",
         ]
     )
     assert "'mix [GET /hello] latency', 'mix [GET /hello] rps'" in result.stdout.str()
