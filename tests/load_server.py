@@ -19,15 +19,21 @@ tens of microseconds and no event loop sits between a request and its answer. Pa
   /huge                headers promising 1 GB, then bytes until the client goes away
   /hang                never answer
   /count               200 with the number of requests served so far (then reset)
+  /redirect/<path>     302 to /<path> on this server
+  /away                302 to http://192.0.2.1/ (a documentation address: must never be followed)
+
+    python tests/load_server.py CERT KEY   -> also serves TLS, printing "TLSPORT <n>" first
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
+from typing import Any
 
 START = time.monotonic()
 _lock = threading.Lock()
@@ -142,6 +148,11 @@ def handle(conn: socket.socket) -> None:
                     conn.sendall(chunk)
             elif kind == "hang":
                 time.sleep(3600)
+            elif kind == "redirect":
+                location = "/" + "/".join(parts[1:])
+                conn.sendall(_response(302, b"", f"Location: {location}\r\n"))
+            elif kind == "away":
+                conn.sendall(_response(302, b"", "Location: http://192.0.2.1/\r\n"))
             elif kind == "count":
                 with _lock:
                     served, _served[0] = _served[0] - 1, 0
@@ -154,15 +165,40 @@ def handle(conn: socket.socket) -> None:
         conn.close()
 
 
-def main() -> None:
+def _listen() -> socket.socket:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
-    print(f"PORT {listener.getsockname()[1]}", flush=True)
+    return listener
+
+
+def _serve(listener: socket.socket, wrap: Any = None) -> None:
     while True:
         conn, _ = listener.accept()
+        if wrap is not None:
+            try:
+                conn = wrap(conn)
+            except OSError:  # a client that refused our certificate
+                conn.close()
+                continue
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def main() -> None:
+    if len(sys.argv) == 3:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[1], sys.argv[2])
+        tls = _listen()
+        print(f"TLSPORT {tls.getsockname()[1]}", flush=True)
+
+        def wrap(conn: socket.socket) -> socket.socket:
+            return context.wrap_socket(conn, server_side=True)
+
+        threading.Thread(target=_serve, args=(tls, wrap), daemon=True).start()
+    listener = _listen()
+    print(f"PORT {listener.getsockname()[1]}", flush=True)
+    _serve(listener)
 
 
 if __name__ == "__main__":

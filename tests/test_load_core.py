@@ -182,6 +182,7 @@ def _same(a: LatencyHistogram, b: LatencyHistogram) -> None:
             assert a.percentile(q) == b.percentile(q)
 
 
+@settings(max_examples=40)
 @given(_latencies_ns)
 def test_bulk_fold_equals_recording_one_by_one(values: list[int]) -> None:
     folded = LatencyHistogram()
@@ -199,7 +200,7 @@ def test_bulk_fold_with_numpy_path_equals_recording_one_by_one() -> None:
     _same(folded, _one_by_one(values))
 
 
-@settings(max_examples=50)
+@settings(max_examples=30)
 @given(st.lists(_latencies_ns, min_size=1, max_size=5))
 def test_merging_worker_results_is_lossless(parts: list[list[int]]) -> None:
     results = []

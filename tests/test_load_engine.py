@@ -342,3 +342,72 @@ def test_bad_options_fail_before_any_request(server: str) -> None:
         run_load(lambda: None, {"workers": 2, "users": 2})
     assert served(server) == 0
     assert math.isnan(run_load(server + "/ok", {"requests": 1}).error_rate) is False
+
+
+def test_redirects_are_followed_and_checked_hop_by_hop(server: str) -> None:
+    followed = run_load(server + "/redirect/ok", {"requests": 20, "follow_redirects": True})
+    assert followed.status_counts == {200: 20}
+    not_followed = run_load(server + "/redirect/ok", {"requests": 20})
+    assert not_followed.status_counts == {302: 20}
+    assert not_followed.errors == 0  # a redirect is an answer, not an error
+    with pytest.raises(LoadTargetError, match=r"192\.0\.2\.1:80"):
+        run_load(server + "/away", {"requests": 5, "follow_redirects": True})
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), str(cert), str(key)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("TLSPORT "), line
+    proc.stdout.readline()
+    yield f"https://127.0.0.1:{int(line.split()[1])}"
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/openssl").exists(), reason="needs openssl")
+def test_https_goes_through_aiohttp_and_verifies_certificates(tls_server: str) -> None:
+    result = run_load(tls_server + "/ok", {"users": 2, "requests": 40, "verify_tls": False})
+    assert result.count == 40
+    assert result.errors == 0
+    refused = run_load(tls_server + "/ok", {"requests": 5})  # self-signed: verification fails
+    assert refused.errors == refused.count == 5
+    assert refused.error_types == {"SSLCertVerificationError": 5}
+    with pytest.raises(LoadOptionError, match="engine='fast'"):
+        run_load(tls_server + "/ok", {"engine": "fast"})
+
+
+def test_a_server_that_dies_mid_run_gives_counted_errors_and_ends_on_time() -> None:
+    proc = subprocess.Popen([sys.executable, str(SERVER)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = f"http://127.0.0.1:{int(proc.stdout.readline().split()[1])}/sleep/1"
+    import threading
+
+    killer = threading.Timer(0.5, proc.kill)
+    killer.start()
+    start = time.monotonic()
+    try:
+        result = run_load(url, {"users": 4, "duration": "1.2s"})
+    finally:
+        killer.cancel()
+        proc.kill()
+        proc.wait()
+    assert time.monotonic() - start < 2.5
+    assert result.count > result.errors > 0, result.summary()
+    # answers before the kill, then resets/refusals (with a reconnect back-off, not a busy loop)
+    assert set(result.error_types) <= {
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "ServerDisconnected",
+    }, result.error_types
+    assert result.errors < 4 * 0.7 / 0.01 + 20

@@ -149,7 +149,12 @@ class AiohttpEngine:
         raise aiohttp.TooManyRedirects(resp.request_info, ())
 
     async def open(self, users: int) -> list[AiohttpSlot]:
-        connector = aiohttp.TCPConnector(limit=users, limit_per_host=users, force_close=False)
+        connector = aiohttp.TCPConnector(
+            limit=users,
+            limit_per_host=users,
+            # verify_tls=False: for loopback servers with a self-signed certificate
+            ssl=self.options.verify_tls,
+        )
         timeout = aiohttp.ClientTimeout(total=None)  # the run's sweeper enforces timeout=
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=True, trust_env=False

@@ -106,6 +106,7 @@ class LoadOptions:
     expect_status: frozenset[int] | None  # None: < 400 is success
     max_response_size: int
     follow_redirects: bool
+    verify_tls: bool
     record: bool
     progress: bool
     max_duration: float
@@ -258,6 +259,7 @@ _KNOWN_OPTIONS = [
     "expect_status",
     "max_response_size",
     "follow_redirects",
+    "verify_tls",
     "record",
     "progress",
 ]
@@ -419,7 +421,7 @@ def build_options(
         raise LoadOptionError(f"max_response_size: {exc}") from None
     if max_response_size < 64:
         raise LoadOptionError("max_response_size: at least 64 bytes")
-    for flag in ("follow_redirects", "record", "progress"):
+    for flag in ("follow_redirects", "verify_tls", "record", "progress"):
         if flag in o and not isinstance(o[flag], bool):
             raise LoadOptionError(f"{flag}={o[flag]!r}: expected True or False")
     return LoadOptions(
@@ -437,6 +439,7 @@ def build_options(
         expect_status=expect_status,
         max_response_size=max_response_size,
         follow_redirects=bool(o.get("follow_redirects", False)),
+        verify_tls=bool(o.get("verify_tls", True)),
         record=bool(o.get("record", True)),
         progress=bool(o.get("progress", True)),
         max_duration=max_duration,
