@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+LAZY_LOAD = "SELECT books.id, books.title, books.author_id FROM books WHERE ? = books.author_id"
+
 # A small ORM model on in-memory SQLite; AUTHORS (env var, read at run time) sets how many
 # authors the N+1 loop walks, so a run can regress without touching the test code.
 MODEL = """
@@ -106,7 +108,7 @@ def test_assertions_pass_and_fail_with_numbered_statements(project: pytest.Pytes
             "*5 statements, 2 distinct:",
             "*1. ×1  SELECT authors.id, authors.name FROM authors ORDER BY authors.id",
             "*at conftest.py:*",
-            "*2. ×4  SELECT books.id, books.title, books.author_id FROM books WHERE ? = books.author_id",
+            f"*2. ×4  {LAZY_LOAD}",
             "*at conftest.py:*",
             "*AssertionError: expected exactly 1 SQL statement, 5 were executed",
         ]
@@ -145,7 +147,7 @@ def test_n_plus_one_caught_and_fixed_with_selectinload(project: pytest.Pytester)
         [
             "*N+1 queries: 1 statement(s) repeated from one call site (threshold 3):",
             "*×4 at test_n_plus_one.py:8",
-            "*SELECT books.id, books.title, books.author_id FROM books WHERE ? = books.author_id",
+            f"*{LAZY_LOAD}",
             "*selectinload*joinedload*raiseload*",
             "*5 statements, 2 distinct:",
         ]
@@ -165,19 +167,29 @@ def test_marker_budget_counts_the_whole_body(project: pytest.Pytester) -> None:
         @pytest.mark.perf(queries=2)
         def test_lazy_does_not(engine):
             titles(engine)
+
+        @pytest.mark.perf(queries=7)
+        def test_block_and_body(perf, perf_queries, engine):
+            with perf_queries(engine) as q:
+                titles(engine, eager=True)
+            titles(engine)
+            assert q.count == 2
         """
     )
-    result = _run(project, "--perf", "--perf-baseline=b.json")
-    result.assert_outcomes(passed=1, failed=1)
+    result = _run(project, "--perf", "--perf-baseline=b.json", "--perf-update")
+    result.assert_outcomes(passed=2, failed=1)
+    stored = json.loads((project.path / "b.json").read_text(encoding="utf-8"))
+    text = json.dumps(stored)
+    assert '"queries (test body)"' in text  # the body, next to the block's "queries"
     result.stdout.fnmatch_lines(
         [
             "*queries: queries 5 (budget ≤ 2)*",
             "*5 statements, 2 distinct:",
-            "*×4  SELECT books.id, books.title, books.author_id FROM books WHERE ? = books.author_id",
+            f"*×4  {LAZY_LOAD}",
         ]
     )
-    # without --perf the marked tests are skipped; the fixture still works in other tests
-    _run(project).assert_outcomes(skipped=2)
+    # without --perf the marked tests are skipped
+    _run(project).assert_outcomes(skipped=3)
 
 
 def test_baseline_records_fingerprints_and_diffs_a_regression(
@@ -198,7 +210,7 @@ def test_baseline_records_fingerprints_and_diffs_a_regression(
     stored: Any = json.loads((project.path / "perf-baseline.json").read_text(encoding="utf-8"))
     text = json.dumps(stored)
     assert '"listing"' in text
-    assert "SELECT books.id, books.title, books.author_id FROM books WHERE ? = books.author_id" in text
+    assert LAZY_LOAD in text
 
     _run(project, "--perf").assert_outcomes(passed=1)  # same count: ok
 
@@ -210,8 +222,8 @@ def test_baseline_records_fingerprints_and_diffs_a_regression(
             "*listing*regressed*",
             "*--- baseline (5 statements)",
             "*+++ this run (10 statements)",
-            "*-   4× SELECT books.id, books.title, books.author_id FROM books WHERE ? = books.author_id",
-            "*+   9× SELECT books.id, books.title, books.author_id FROM books WHERE ? = books.author_id",
+            f"*-   4× {LAZY_LOAD}",
+            f"*+   9× {LAZY_LOAD}",
             "*10 statements, 2 distinct:",
         ]
     )
@@ -242,7 +254,7 @@ def test_pool_leak_fails_the_block(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*connection pool: 1 connection(s) checked out inside the block were still checked out*",
+            "*connection pool: 1 connection(s) checked out inside the block were still checked*",
             "*pool QueuePool: size 5, checked in 0, checked out 1, overflow*",
             "*×1 checked out at test_pool.py:6",
         ]
