@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import multiprocessing
-import os
 import pickle
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -49,13 +50,18 @@ def split_options(opts: LoadOptions) -> list[LoadOptions]:
     return [p for p in parts if p.requests != 0]
 
 
-def _child(
-    conn: Connection, target: Any, opts: LoadOptions, label: str, hosts: tuple[str, ...]
-) -> None:
+_CHILD_CODE = "import sys; from pytest_bridgeperf.load.workers import child_main; child_main()"
+
+
+def child_main() -> None:
+    """Entry point of a worker process: ``python -c ... <fd of the socket to the parent>``."""
     # until the run installs its own handler, Ctrl-C (sent to the whole process group) is left
     # to the parent, which forwards it once the workers run
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(int(sys.argv[1]))
     try:
+        sys.path[:] = conn.recv()
+        target, opts, label, hosts = pickle.loads(conn.recv_bytes())
         result = _child_run(conn, target, opts, label, hosts)
         conn.send(("result", result.to_dict()))
     except BaseException as exc:  # report everything: the parent raises it with context
@@ -136,29 +142,32 @@ async def run_workers(
             f"workers={opts.workers} runs the target in other processes, so the target and "
             f"options must be picklable (a module-level function, not a lambda or closure): {exc}"
         ) from None
-    ctx = multiprocessing.get_context("spawn")
-    procs: list[Any] = []
+    # Plain subprocesses rather than multiprocessing's spawn: spawn re-runs the parent's main
+    # script in the child, which breaks any script without an `if __name__ == "__main__"` guard.
+    procs: list[subprocess.Popen[bytes]] = []
     conns: list[Connection] = []
     for part in parts:
-        parent_end, child_end = ctx.Pipe()
-        proc = ctx.Process(
-            target=_child,
-            args=(child_end, target, part, label, hosts),
-            daemon=True,
-            name="perf_load-worker",
+        parent_sock, child_sock = socket.socketpair()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_CODE, str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),),
+            stdin=subprocess.DEVNULL,
         )
-        proc.start()
-        child_end.close()
+        child_sock.close()
+        conn = Connection(parent_sock.detach())
+        # sys.path first: the target may live in a test module only reachable through it
+        conn.send(list(sys.path))
+        conn.send_bytes(pickle.dumps((target, part, label, hosts)))
         procs.append(proc)
-        conns.append(parent_end)
+        conns.append(conn)
     loop = asyncio.get_running_loop()
     interrupted = [False]
 
     def forward_sigint() -> None:
         interrupted[0] = True
         for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGINT)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
 
     from .runner import _sigint
 
@@ -169,9 +178,11 @@ async def run_workers(
             )
     finally:
         for proc in procs:
-            proc.join(timeout=2)
-            if proc.is_alive():
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         for conn in conns:
             conn.close()
     results: list[LoadResult] = []
@@ -192,7 +203,7 @@ async def run_workers(
 
 def _collect(
     conns: list[Connection],
-    procs: list[Any],
+    procs: list[subprocess.Popen[bytes]],
     opts: LoadOptions,
     progress: Callable[[str | None], None] | None,
     label: str,
