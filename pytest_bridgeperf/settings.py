@@ -29,6 +29,7 @@ DEFAULTS: dict[str, str] = {
     "perf_min_delta": "200us",
     "perf_alpha": "0.01",
     "perf_max_duration": "60s",
+    "perf_confirm": "1",
 }
 
 
@@ -48,6 +49,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # load targets beyond loopback
     max_duration: float = 60.0  # hard cap of one load run, seconds
     memory_lines: bool = False  # --perf-memory-lines
+    confirm: int = 1  # reruns that must reproduce a timing regression before it fails
     quiet: bool = False  # pytest -q: no live progress lines
     markdown_path: Path | None = None  # --perf-markdown (also appended to $GITHUB_STEP_SUMMARY)
     html_path: Path | None = None  # --perf-html
@@ -141,7 +143,21 @@ def resolve(
     accept = _flag(cli.get("perf_accept"), None)
     if accept and not update:
         raise SettingsError("--perf-accept only makes sense with --perf-update")
+
+    def confirm_parser(raw: str) -> int:
+        value = int(raw)
+        if not 0 <= value <= 10:
+            raise ValueError("must be a whole number from 0 to 10")
+        return value
+
+    confirm = parse(
+        "perf_confirm",
+        "--perf-confirm",
+        confirm_parser,
+        _text(cli.get("perf_confirm"), ini("perf_confirm"), None, DEFAULTS["perf_confirm"]),
+    )
     return Settings(
+        confirm=confirm,
         enabled=enabled,
         baseline_path=baseline,
         update=update,
