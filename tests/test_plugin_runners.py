@@ -233,9 +233,11 @@ def test_a_a_reruns_pass_and_slowdown_is_caught(
         result = _run(pytester, "--perf")
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["perf: 1 ok, 0 regressed, *"])
-    monkeypatch.setenv("SLOWDOWN", "1.3")
+    # +50 % rather than the +30 % of benchmarks/false_alarms.py: this suite runs beside other
+    # workers on 2 cores, and a test here must not depend on a quiet machine
+    monkeypatch.setenv("SLOWDOWN", "1.5")
     result = _run(pytester, "--perf")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["perf: sleep p50 5.* ms → 6.* ms (+*, tolerance 10 %, p = *): regressed"]
+        ["perf: sleep p50 5.* ms → * ms (+*, tolerance 10 %, p = *): regressed"]
     )
