@@ -20,6 +20,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -144,10 +145,14 @@ def test_transaction_control_excluded_unless_included(engine: Engine) -> None:
                 session.execute(select(Book.id))
             session.commit()
 
+    flags_before = (Engine.__dict__.get("_has_events"), Dialect.__dict__.get("_has_events"))
     with QueryCapture(engine) as default:
         work()
     with QueryCapture(engine, include_transactions=True) as included:
         work()
+    # SQLAlchemy's "has listeners" flags are cleared again: statements after a capture (other
+    # tests' timings) do not pay for the event dispatch
+    assert (Engine.__dict__.get("_has_events"), Dialect.__dict__.get("_has_events")) == flags_before
     assert default.count == 2
     assert "transaction-control statement(s) not counted" in default.explain()
     assert list(included.fingerprints) == [

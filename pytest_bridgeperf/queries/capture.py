@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.engine.interfaces import ExecuteStyle
+from sqlalchemy.engine.interfaces import Dialect, ExecuteStyle
 from sqlalchemy.pool import Pool
 
 from ..metrics import Recorder
@@ -187,6 +187,7 @@ class _Hub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.captures: tuple[QueryCapture, ...] = ()  # replaced, never mutated: lock-free reads
+        self._flags_before: dict[type, object] = {}
 
     def add(self, capture: QueryCapture) -> None:
         with self._lock:
@@ -200,8 +201,7 @@ class _Hub:
             self.captures = tuple(c for c in before if c is not capture)
             self._update(before, self.captures)
 
-    @staticmethod
-    def _update(before: Sequence[QueryCapture], after: Sequence[QueryCapture]) -> None:
+    def _update(self, before: Sequence[QueryCapture], after: Sequence[QueryCapture]) -> None:
         def wants(captures: Sequence[QueryCapture], what: str) -> bool:
             if what == "execute":
                 return bool(captures)
@@ -212,11 +212,36 @@ class _Hub:
         for what, listeners in _LISTENERS.items():
             had, has = wants(before, what), wants(after, what)
             if has and not had:
+                for flagged in _FLAGGED[what]:
+                    self._flags_before.setdefault(flagged, flagged.__dict__.get("_has_events"))
                 for target, name, fn, kwargs in listeners:
                     event.listen(target, name, fn, **kwargs)
             elif had and not has:
                 for target, name, fn, _ in listeners:
                     event.remove(target, name, fn)
+                for flagged in _FLAGGED[what]:
+                    _clear_events_flag(flagged, self._flags_before.get(flagged))
+
+
+def _clear_events_flag(cls: type, before: object) -> None:
+    """Undo the ``_has_events`` class flag SQLAlchemy sets on the first listener.
+
+    SQLAlchemy never clears it, so after one capture every later statement of every engine would
+    still walk (empty) listener collections: for connection events that costs 3–4 µs per
+    statement, which would make the timings of tests that run after a capture depend on test
+    order. The flag is cleared only if it was clear before the first capture and no class-level
+    listener of that kind (ours or anyone's) is left.
+    """
+    if before not in (None, False) or cls.__dict__.get("_has_events") is not True:
+        return
+    try:
+        dispatch: Any = cls.dispatch  # type: ignore[attr-defined]
+        for name in dispatch._event_names:
+            if any(getattr(dispatch, name)._clslevel.values()):
+                return
+    except (AttributeError, TypeError):  # another SQLAlchemy: leave its flag alone
+        return
+    type.__setattr__(cls, "_has_events", False)
 
 
 _HUB = _Hub()
@@ -364,6 +389,13 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
         if capture._checked_out:
             capture._checked_out.pop(record, None)
 
+
+# Classes whose ``_has_events`` flag SQLAlchemy sets when our listeners of that kind are added.
+_FLAGGED: dict[str, tuple[type, ...]] = {
+    "execute": (Dialect,),
+    "pool": (),
+    "transactions": (Engine,),
+}
 
 _LISTENERS: dict[str, list[tuple[Any, str, Any, dict[str, Any]]]] = {
     "execute": [
