@@ -17,12 +17,22 @@ from pytest_bridgeperf.memory import (
     MemoryBudgetExceeded,
     PerfMemory,
 )
+from pytest_bridgeperf.memory.block import Backend
 from pytest_bridgeperf.memory.sites import is_user_file
-from pytest_bridgeperf.memory.tracers import clear_refs_works
+from pytest_bridgeperf.memory.tracers import clear_refs_works, heap_counter
 from pytest_bridgeperf.metrics import Recorder
 
 MB = 1_000_000
 LINUX_HWM = sys.platform == "linux" and clear_refs_works()
+
+#: The exact Python-heap backends: every accuracy and nesting check runs under both.
+HEAP_BACKENDS = [
+    pytest.param(
+        "heapcount",
+        marks=pytest.mark.skipif(heap_counter() is None, reason="heap counter not built"),
+    ),
+    "tracemalloc",
+]
 
 
 def within(measured: float, expected: float, fraction: float) -> bool:
@@ -32,16 +42,18 @@ def within(measured: float, expected: float, fraction: float) -> bool:
 # -- accuracy: Python heap (±5 %) -------------------------------------------------------------
 
 
-def test_python_heap_of_a_50mb_bytearray() -> None:
-    with PerfMemory()() as m:
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_python_heap_of_a_50mb_bytearray(backend: Backend) -> None:
+    with PerfMemory()(backend=backend) as m:
         data = bytearray(50 * MB)
     assert within(m.peak, 50 * MB, 0.05), m
     assert within(m.current, 50 * MB, 0.05), m
     del data
 
 
-def test_python_heap_of_a_million_small_objects() -> None:
-    with PerfMemory()() as m:
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_python_heap_of_a_million_small_objects(backend: Backend) -> None:
+    with PerfMemory()(backend=backend) as m:
         objects = [object() for _ in range(1_000_000)]
     expected = sys.getsizeof(objects) + sum(sys.getsizeof(o) for o in objects[:1000]) * 1000
     assert within(m.peak, expected, 0.05), (m, expected)
@@ -50,23 +62,36 @@ def test_python_heap_of_a_million_small_objects() -> None:
 
 def test_python_heap_of_a_numpy_array() -> None:
     numpy = pytest.importorskip("numpy")
-    with PerfMemory()() as m:
+    # numpy reports its data buffers to tracemalloc (PyTraceMalloc_Track) only.
+    with PerfMemory()(backend="tracemalloc") as m:
         array = numpy.ones(10_000_000)  # 80 MB of float64
     assert within(m.peak, array.nbytes, 0.05), m
     del array
 
 
-def test_transient_peak_is_caught_and_growth_is_zero() -> None:
-    with PerfMemory()() as m:
+@pytest.mark.skipif(heap_counter() is None, reason="heap counter not built")
+def test_heap_counter_does_not_see_numpy_buffers() -> None:
+    """The documented limit of the default backend: numpy allocates its data with malloc."""
+    numpy = pytest.importorskip("numpy")
+    with PerfMemory()(backend="heapcount") as m:
+        array = numpy.ones(10_000_000)
+    assert m.peak < 100_000, m  # the array object, not its 80 MB of data
+    del array
+
+
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_transient_peak_is_caught_and_growth_is_zero(backend: Backend) -> None:
+    with PerfMemory()(backend=backend) as m:
         data = bytearray(30 * MB)
         del data
     assert within(m.peak, 30 * MB, 0.05), m
     assert abs(m.current) < 1 * MB, m
 
 
-def test_python_peak_is_repeatable() -> None:
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_python_peak_is_repeatable(backend: Backend) -> None:
     def block() -> int:
-        with PerfMemory()() as m:
+        with PerfMemory()(backend=backend) as m:
             rows = [{"id": i, "name": f"row{i}"} for i in range(50_000)]
             del rows
         return m.peak
@@ -186,14 +211,15 @@ def test_rss_include_children() -> None:
 # -- nesting, threads, async -------------------------------------------------------------------
 
 
-def test_nested_blocks_each_see_their_own_peak() -> None:
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_nested_blocks_each_see_their_own_peak(backend: Backend) -> None:
     pm = PerfMemory()
-    with pm() as outer:
+    with pm(backend=backend) as outer:
         kept = bytearray(20 * MB)
-        with pm() as inner:
+        with pm(backend=backend) as inner:
             temp = bytearray(30 * MB)
             del temp
-        with pm() as second:
+        with pm(backend=backend) as second:
             small = bytearray(1 * MB)
     assert within(inner.peak, 30 * MB, 0.05), inner
     assert abs(inner.current) < 1 * MB, inner
@@ -222,34 +248,36 @@ def test_nested_rss_blocks_keep_the_outer_peak() -> None:
     assert out["inner"] < 20 * MB, out
 
 
-def test_allocations_of_other_threads_count() -> None:
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_allocations_of_other_threads_count(backend: Backend) -> None:
     holder: list[bytearray] = []
 
     def worker() -> None:
         holder.append(bytearray(40 * MB))
 
-    with PerfMemory()() as m:
+    with PerfMemory()(backend=backend) as m:
         thread = threading.Thread(target=worker)
         thread.start()
         thread.join()
     assert within(m.peak, 40 * MB, 0.05), m
 
 
-def test_blocks_in_two_threads_close_in_any_order() -> None:
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_blocks_in_two_threads_close_in_any_order(backend: Backend) -> None:
     pm = PerfMemory()
     results: dict[str, int] = {}
     entered = threading.Event()
     release = threading.Event()
 
     def worker() -> None:
-        with pm() as m:
+        with pm(backend=backend) as m:
             entered.set()
             release.wait(5)
             data = bytearray(10 * MB)
             del data
         results["worker"] = m.peak
 
-    with pm() as main:
+    with pm(backend=backend) as main:
         thread = threading.Thread(target=worker)
         thread.start()
         entered.wait(5)
@@ -261,9 +289,10 @@ def test_blocks_in_two_threads_close_in_any_order() -> None:
     assert 10 * MB * 0.95 <= results["worker"] <= 31.5 * MB, results
 
 
-def test_async_block() -> None:
+@pytest.mark.parametrize("backend", HEAP_BACKENDS)
+def test_async_block(backend: Backend) -> None:
     async def scenario() -> tuple[int, int]:
-        async with PerfMemory()() as m:
+        async with PerfMemory()(backend=backend) as m:
             await asyncio.sleep(0)
             data = bytearray(25 * MB)
             await asyncio.sleep(0)
@@ -319,7 +348,7 @@ def test_blocks_record_through_the_recorder() -> None:
 def test_timing_distortion_is_set_while_the_tracer_runs_and_restored() -> None:
     recorder = Recorder()
     pm = PerfMemory(recorder)
-    with pm():
+    with pm(backend="tracemalloc"):
         assert recorder.timing_distortion
         assert "tracemalloc" in recorder.timing_distortion
         inside = recorder.record("inside", 0.01)
@@ -332,6 +361,20 @@ def test_timing_distortion_is_set_while_the_tracer_runs_and_restored() -> None:
     assert not outside.distorted
     with pm(kind="rss"):  # the RSS meter costs nothing: no distortion
         assert recorder.timing_distortion is None
+
+
+@pytest.mark.skipif(heap_counter() is None, reason="heap counter not built")
+def test_the_heap_counter_does_not_distort_timings() -> None:
+    recorder = Recorder()
+    pm = PerfMemory(recorder)
+    with pm() as block:  # the default: the counter costs about 1.1-1.2x, not 6x
+        assert recorder.timing_distortion is None
+        inside = recorder.record("inside", 0.01)
+        with pm(backend="tracemalloc"):
+            assert recorder.timing_distortion
+        assert recorder.timing_distortion is None
+    assert block.backend == "heapcount"
+    assert not inside.distorted
 
 
 # -- budgets and sites -------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
+
+from pytest_bridgeperf.memory.tracers import HEAP_COUNTER_ENV, heap_counter
 
 pytest_plugins = ["pytester"]
 
@@ -48,6 +51,51 @@ def test_marker_memory_budget_passes_and_fails_with_sites_at_the_peak(
             f"*1. test_mem.py:{line} *MiB*in * blocks*",
         ]
     )
+
+
+def test_marker_failure_without_memray_lists_the_sites_live_at_the_end(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default heap counter keeps no sites: the body runs again under tracemalloc."""
+    monkeypatch.setitem(sys.modules, "memray", None)  # import memray raises ImportError
+    pytester.makepyfile(
+        test_mem=BUILD
+        + """
+    KEEP = []
+
+    @pytest.mark.perf(memory="5MB")
+    def test_big():
+        KEEP[:] = build(200_000)
+    """
+    )
+    result = pytester.runpytest("--perf", "-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    line = _line_of(pytester, "BUILD-LINE")
+    result.stdout.fnmatch_lines(
+        [
+            "*allocation sites still live at the block's exit*",
+            f"*1. test_mem.py:{line} *MiB*",
+            "*sites at the peak unavailable: memray is not installed*",
+        ]
+    )
+
+
+def test_fallback_backend_records_the_same_bytes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline written where the counter is built holds where it is not (and back)."""
+    pytester.makepyfile(
+        test_mem=BUILD
+        + """
+    @pytest.mark.perf(memory="500MB")
+    def test_export():
+        build(1000)  # warm-up: first-use caches belong to whichever run comes first
+        build(50_000)
+    """
+    )
+    pytester.runpytest("--perf-update", "-p", "no:randomly").assert_outcomes(passed=1)
+    monkeypatch.setenv(HEAP_COUNTER_ENV, "0")
+    pytester.runpytest("--perf", "-p", "no:randomly").assert_outcomes(passed=1)
 
 
 def test_marker_memory_is_recorded_exactly_and_regression_is_caught(
@@ -115,7 +163,28 @@ def test_memory_and_rss_budgets_together_keep_timings_clean(pytester: pytest.Pyt
         assert name in text, text
 
 
-def test_timing_recorded_under_the_heap_tracer_is_not_stored(pytester: pytest.Pytester) -> None:
+@pytest.mark.skipif(heap_counter() is None, reason="heap counter not built")
+def test_timing_recorded_under_the_heap_counter_is_stored(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_mem="""
+        import pytest
+
+        @pytest.mark.perf(memory="50MB")
+        def test_heap_only(perf):
+            perf.record("latency", [0.01, 0.011, 0.012])
+        """
+    )
+    result = pytester.runpytest("--perf-update", "-p", "no:randomly")
+    stored = json.loads((pytester.path / "perf-baseline.json").read_text())
+    text = json.dumps(stored)
+    assert '"latency"' in text, result.stdout.str()
+    assert '"backend": "heapcount"' in text
+
+
+def test_timing_recorded_under_the_heap_tracer_is_not_stored(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HEAP_COUNTER_ENV, "0")  # the fallback: tracemalloc, 6x
     pytester.makepyfile(
         test_mem="""
         import pytest
@@ -128,6 +197,7 @@ def test_timing_recorded_under_the_heap_tracer_is_not_stored(pytester: pytest.Py
     result = pytester.runpytest("--perf-update", "-p", "no:randomly")
     text = (pytester.path / "perf-baseline.json").read_text()
     assert '"memory"' in text
+    assert '"backend": "tracemalloc"' in text
     assert '"latency"' not in text, result.stdout.str()
 
 
@@ -169,12 +239,35 @@ def test_memory_lines_from_ini(pytester: pytest.Pytester) -> None:
     assert "line-by-line" not in without.stdout.str()
 
 
-def test_block_budget_failure_output(pytester: pytest.Pytester) -> None:
+@pytest.mark.skipif(heap_counter() is None, reason="heap counter not built")
+def test_block_budget_failure_under_the_counter_says_how_to_get_sites(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(
         test_mem=BUILD
         + """
     def test_block(perf_memory):
         with perf_memory(budget="1MB") as m:  # WITH-LINE
+            rows = build(50_000)
+    """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*with perf_memory(budget=*WITH-LINE*",
+            "*MemoryBudgetExceeded*Python-heap peak*exceeds the budget 1MB*with heapcount*",
+            "*heap counter keeps no allocation sites: give this block frames=5*",
+        ]
+    )
+
+
+def test_block_budget_failure_output(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_mem=BUILD
+        + """
+    def test_block(perf_memory):
+        with perf_memory(budget="1MB", frames=5) as m:  # WITH-LINE
             rows = build(50_000)
     """
     )

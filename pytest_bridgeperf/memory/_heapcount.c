@@ -35,6 +35,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Two structures remember the requested size of every counted block:
  *
@@ -79,7 +80,7 @@ typedef struct {
     size_t used;
 } table_t;
 
-static struct {
+typedef struct {
     table_t big;
     chunk_slot_t *dir;
     size_t dir_mask;
@@ -93,7 +94,9 @@ static struct {
     int broken;   /* bookkeeping memory ran out: figures are incomplete */
     PyMemAllocatorEx orig_mem;
     PyMemAllocatorEx orig_obj;
-} st;
+} state_t;
+
+static state_t st;
 
 static inline size_t
 hash_of(uintptr_t key)
@@ -638,6 +641,128 @@ hc_table_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
                          "chunks", (Py_ssize_t)st.dir_used);
 }
 
+/* Internal consistency check for the tests: the counted sizes add up to `current`, and every
+ * exact-table entry is reachable from its home slot (what backward-shift deletion preserves). */
+static PyObject *
+hc_check(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    if (!st.counting) {
+        Py_RETURN_TRUE;
+    }
+    size_t total = 0;
+    for (size_t k = 0; st.dir != NULL && k <= st.dir_mask; k++) {
+        if (st.dir[k].key == 0) {
+            continue;
+        }
+        for (size_t u = 0; u < CHUNK_UNITS; u++) {
+            uint16_t stored = st.dir[k].units[u];
+            if (stored != 0 && stored != BIG) {
+                total += (size_t)stored - 1;
+            }
+        }
+    }
+    for (size_t k = 0; k <= st.big.mask; k++) {
+        uintptr_t key = st.big.slots[k].key;
+        if (key == 0) {
+            continue;
+        }
+        total += st.big.slots[k].size;
+        for (size_t i = hash_of(key) & st.big.mask; i != k; i = (i + 1) & st.big.mask) {
+            if (st.big.slots[i].key == 0) {
+                Py_RETURN_FALSE;
+            }
+        }
+    }
+    return PyBool_FromLong(total == st.current);
+}
+
+/* Randomized test of the bookkeeping on synthetic addresses (never dereferenced): aligned and
+ * unaligned, small and big sizes, replaced addresses; checked against a plain array after every
+ * step. Runs on fresh structures with the real ones set aside; only the C library allocates
+ * meanwhile, and the GIL is held, so no hook can touch them. */
+static PyObject *
+hc_selftest(PyObject *module, PyObject *args)
+{
+    (void)module;
+    unsigned long long seed;
+    Py_ssize_t steps;
+    if (!PyArg_ParseTuple(args, "Kn", &seed, &steps)) {
+        return NULL;
+    }
+    enum { SLOTS = 4096 };
+    uintptr_t *addr = (uintptr_t *)calloc(SLOTS, sizeof(uintptr_t));
+    size_t *size = (size_t *)calloc(SLOTS, sizeof(size_t));
+    if (addr == NULL || size == NULL) {
+        free(addr);
+        free(size);
+        return PyErr_NoMemory();
+    }
+    state_t saved = st;
+    memset(&st, 0, sizeof(st));
+    int ok = table_init(&st.big, (size_t)1 << 3) == 0 && directory_init() == 0;
+    /* Not counting: the hooks stay pass-throughs while the structures are borrowed. */
+    uint64_t x = seed | 1;
+    size_t expected = 0;
+    const char *failure = ok ? NULL : "could not allocate";
+    for (Py_ssize_t n = 0; ok && n < steps; n++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        size_t slot = (size_t)(x % SLOTS);
+        size_t kind = (size_t)((x >> 20) % 8);
+        size_t want = (size_t)(x >> 32);
+        want = kind < 5 ? want % 600 : kind < 7 ? want % 200000 : want % 70000000;
+        if (addr[slot] != 0 && (x >> 40) % 3 == 0) { /* free */
+            expected -= size[slot];
+            account_gone((void *)addr[slot]);
+            addr[slot] = 0;
+            size[slot] = 0;
+        }
+        else {
+            if (addr[slot] != 0) { /* realloc in place or moved: forget the old block */
+                expected -= size[slot];
+                account_gone((void *)addr[slot]);
+            }
+            /* Distinct addresses per slot; a few unaligned, a few sharing chunks. */
+            uintptr_t base = ((uintptr_t)1 << 32) + ((uintptr_t)slot << 12);
+            uintptr_t offset = (uintptr_t)(((x >> 48) % 128) * 16) + ((x >> 56) % 5 == 0 ? 8 : 0);
+            addr[slot] = base + offset;
+            size[slot] = want;
+            expected += want;
+            account_new((void *)addr[slot], want);
+        }
+        if (st.broken) {
+            failure = "bookkeeping allocation failed";
+            ok = 0;
+        }
+        else if (st.current != expected) {
+            failure = "current differs from the reference";
+            ok = 0;
+        }
+    }
+    for (size_t k = 0; ok && k < SLOTS; k++) {
+        if (addr[k] != 0 && forget(addr[k]) != size[k]) {
+            failure = "a stored size differs from the reference";
+            ok = 0;
+        }
+    }
+    if (ok && (st.big.used != 0)) {
+        failure = "exact table not empty after forgetting every block";
+        ok = 0;
+    }
+    table_clear(&st.big);
+    directory_clear();
+    st = saved;
+    free(addr);
+    free(size);
+    if (!ok) {
+        PyErr_SetString(PyExc_AssertionError, failure);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef hc_methods[] = {
     {"start", hc_start, METH_NOARGS,
      "start()\n--\n\nStart counting Python-heap bytes (PyMem_*/PyObject_*); current and peak "
@@ -652,6 +777,11 @@ static PyMethodDef hc_methods[] = {
     {"table_stats", hc_table_stats, METH_NOARGS,
      "table_stats()\n--\n\nSizes of the bookkeeping (diagnostics): exact-table entries and "
      "capacity, 64 KiB chunks with unit arrays."},
+    {"_check", hc_check, METH_NOARGS,
+     "_check()\n--\n\nTests: whether the bookkeeping is consistent with current."},
+    {"_selftest", hc_selftest, METH_VARARGS,
+     "_selftest(seed, steps)\n--\n\nTests: randomized bookkeeping run on synthetic addresses; "
+     "AssertionError on a mismatch."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,19 +12,21 @@ from ..metrics import Recorder
 from ..units import format_size, parse_size
 from .sites import AllocationSite, format_sites, sites_from_snapshot
 from .tracers import (
+    HeapCounterSource,
     MemraySource,
     OpenBlock,
     PeakCoordinator,
     PeakSource,
     TracemallocSource,
     coordinator,
+    heap_counter,
     rss_source_factory,
 )
 
 __all__ = ["Backend", "Kind", "MemoryBlock", "MemoryBudgetExceeded", "rerunning"]
 
 Kind = Literal["python", "rss"]
-Backend = Literal["tracemalloc", "memray"]
+Backend = Literal["auto", "heapcount", "tracemalloc", "memray"]
 
 #: True while a test body runs a second time to explain a failure: blocks measure but neither
 #: record nor fail then.
@@ -44,13 +46,36 @@ def distortion_reason(backend: str) -> str:
     )
 
 
-def python_coordinator(backend: Backend, frames: int) -> PeakCoordinator:
+#: Backends whose timings are distorted: tracemalloc costs 6x on allocation-heavy code; memray's
+#: tracker writes a capture file. The heap counter (about 1.1-1.2x) does not flag timings.
+DISTORTING = ("tracemalloc", "memray")
+
+
+def resolve_backend(backend: Backend, frames: int | None) -> str:
+    """``auto``: tracemalloc when sites are asked for (``frames``) or tracemalloc already traces
+    (its cost is paid; sharing it adds no second hook), else the heap counter when built, else
+    tracemalloc."""
+    if backend not in ("auto", "heapcount", "tracemalloc", "memray"):
+        raise ValueError(
+            f"backend must be 'auto', 'heapcount', 'tracemalloc' or 'memray', got {backend!r}"
+        )
+    if backend != "auto":
+        return backend
+    if frames is not None or tracemalloc.is_tracing() or heap_counter() is None:
+        return "tracemalloc"
+    return "heapcount"
+
+
+def python_coordinator(backend: str, frames: int) -> PeakCoordinator:
+    if backend == "heapcount":
+        counter: Callable[[], PeakSource] = HeapCounterSource
+        return coordinator(("python", "heapcount"), counter)
     if backend == "tracemalloc":
         return coordinator(("python", "tracemalloc", frames), lambda: TracemallocSource(frames))
     if backend == "memray":
         factory: Callable[[], PeakSource] = MemraySource
         return coordinator(("python", "memray"), factory)
-    raise ValueError(f"backend must be 'tracemalloc' or 'memray', got {backend!r}")
+    raise ValueError(f"backend must be 'heapcount', 'tracemalloc' or 'memray', got {backend!r}")
 
 
 def rss_coordinator(include_children: bool, method: str) -> PeakCoordinator:
@@ -63,7 +88,8 @@ class MemoryBlock:
     """One measured block. Read :attr:`peak`, :attr:`current`, :attr:`rss_peak` after it closed.
 
     ``kind="python"``: :attr:`peak` is the Python-heap peak above the level at entry (every
-    thread's allocations count). ``kind="rss"``: :attr:`peak` is the RSS peak above the RSS at
+    thread's allocations count), from the heap counter, or tracemalloc (see
+    :func:`resolve_backend`). ``kind="rss"``: :attr:`peak` is the RSS peak above the RSS at
     entry. :attr:`rss_peak` is measured in both kinds (under ``kind="python"`` it includes the
     tracer's own bookkeeping, which can double it on small-object-heavy code: budget RSS with
     ``kind="rss"``).
@@ -75,8 +101,8 @@ class MemoryBlock:
         kind: Kind = "python",
         *,
         name: str | None = None,
-        backend: Backend = "tracemalloc",
-        frames: int = 1,
+        backend: Backend = "auto",
+        frames: int | None = None,
         include_children: bool = False,
         rss_method: str = "auto",
         recorder: Recorder | None = None,
@@ -87,22 +113,27 @@ class MemoryBlock:
     ) -> None:
         if kind not in ("python", "rss"):
             raise ValueError(f"kind must be 'python' or 'rss', got {kind!r}")
-        if not isinstance(frames, int) or frames < 1:
+        if frames is not None and (not isinstance(frames, int) or frames < 1):
             raise ValueError(f"frames must be a positive int, got {frames!r}")
         self.budget: int | None = None if budget is None else parse_size(budget)
         # Quote the budget as the user wrote it ("64MB" should not come back as "61 MiB").
         self._budget_text = budget.strip() if isinstance(budget, str) else None
         self.kind: Kind = kind
-        self.backend: str = backend if kind == "python" else "rss"
+        resolved = resolve_backend(backend, frames) if kind == "python" else "rss"
+        if resolved == "heapcount" and frames is not None:
+            raise ValueError(
+                "frames= needs backend='tracemalloc' (the heap counter keeps no sites)"
+            )
+        self.backend: str = resolved
         self.name = name
-        self._frames = frames
+        self._frames = frames or 1
         self._recorder = recorder
         self._baseline = baseline
         self._metric_name = metric_name
         self._record_metric = record
         self._enforce = enforce
-        self._python = python_coordinator(backend, frames) if kind == "python" else None
-        self._python_backend = backend
+        self._python = python_coordinator(resolved, self._frames) if kind == "python" else None
+        self._python_backend = resolved
         self._rss = rss_coordinator(include_children, rss_method)
         self._python_block: OpenBlock | None = None
         self._rss_block: OpenBlock | None = None
@@ -161,7 +192,7 @@ class MemoryBlock:
                 # Traces from before this block exist; diff against them to name this block's
                 # sites if the budget fails.
                 self._entry_snapshot = tracemalloc.take_snapshot()
-            if self._recorder is not None:
+            if self._recorder is not None and self._python_backend in DISTORTING:
                 self._saved_distortion = self._recorder.timing_distortion
                 self._recorder.timing_distortion = distortion_reason(self._python_backend)
         return self
@@ -209,7 +240,11 @@ class MemoryBlock:
                     self.sites_heading = "allocation sites at the peak (memray), user code first"
         finally:
             self._python_block = None
-            if self._recorder is not None and self._python is not None:
+            if (
+                self._recorder is not None
+                and self._python is not None
+                and self._python_backend in DISTORTING
+            ):
                 self._recorder.timing_distortion = self._saved_distortion
             rss_peak = rss_current = 0
             if self._rss_block is not None:
@@ -271,6 +306,11 @@ class MemoryBlock:
         explanation = self.explain()
         if explanation:
             lines.append(explanation)
+        elif self.backend == "heapcount":
+            lines.append(
+                "  (the heap counter keeps no allocation sites: give this block frames=5 to "
+                "measure it with tracemalloc and list the sites still live at its exit)"
+            )
         return "\n".join(lines)
 
     def _record(self) -> None:
@@ -293,8 +333,8 @@ class MemoryBlock:
             details["explain"] = explanation
             details["sites"] = [site.to_json() for site in self.sites]
         if self.kind == "python":
-            # tracemalloc is exact and repeatable; memray's arena-level view is not.
-            noisy = self.backend != "tracemalloc"
+            # The counter and tracemalloc are exact and repeatable; memray's arena view is not.
+            noisy = self.backend not in ("heapcount", "tracemalloc")
             self._recorder.record(
                 name, self.peak, "bytes", role="memory", noisy=noisy, details=details
             )

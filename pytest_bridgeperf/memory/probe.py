@@ -1,15 +1,16 @@
 """The body probe behind ``@pytest.mark.perf(memory="64MB", rss="200MB")``.
 
 The plugin calls :func:`body_probe` around the test body when the marker has a ``memory`` or an
-``rss`` budget. ``memory`` runs the body under tracemalloc (exact Python-heap peak; timings
-recorded meanwhile are flagged as distorted). ``rss`` alone reads the kernel's high-water mark
-(free). Both together would make tracemalloc's own bookkeeping inflate the RSS peak, so then the
-body runs with the RSS meter only (its timings stay clean) and a second run of the body measures
-the Python heap.
+``rss`` budget. ``memory`` measures the body's exact Python-heap peak with the heap counter
+(timings recorded meanwhile stay valid), or with tracemalloc where the counter is not built
+(timings flagged as distorted). ``rss`` alone reads the kernel's high-water mark (free). Both
+together would make the heap meter's own bookkeeping inflate the RSS peak, so then the body runs
+with the RSS meter only and a second run of the body measures the Python heap.
 
 A failed ``memory`` budget is explained: the body runs once more under memray's Python-allocator
-tracer to name the allocation sites live *at the peak* (falling back to those still live at the
-end), and with ``--perf-memory-lines`` once more under memory-profiler's line profiler.
+tracer to name the allocation sites live *at the peak* (without memray: once more under
+tracemalloc, naming those still live at the end), and with ``--perf-memory-lines`` once more
+under memory-profiler's line profiler.
 """
 
 from __future__ import annotations
@@ -114,11 +115,22 @@ def _explain_heap(block: MemoryBlock, settings: Settings, rerun: Rerun, recorder
             )
         )
     else:
-        live = block.explain() or "no allocation site found"
+        live = block.explain() or _live_sites(block, rerun, recorder)
         parts.append(f"{live}\n  (sites at the peak unavailable: {found})")
     if settings.memory_lines:
         parts.append(_lines(rerun, recorder, heap=True))
     return "\n".join(parts)
+
+
+def _live_sites(block: MemoryBlock, rerun: Rerun, recorder: Recorder) -> str:
+    """The heap counter keeps no sites: run the body once more under tracemalloc for the sites
+    still live at its end."""
+    again = MemoryBlock(block.budget, "python", backend="tracemalloc", record=False, enforce=False)
+    with again:
+        error = _run_again(rerun, recorder)
+    if error is not None:
+        return f"no allocation site found (the rerun raised {type(error).__name__}: {error})"
+    return again.explain() or "no allocation site found"
 
 
 def _lines(rerun: Rerun, recorder: Recorder, heap: bool) -> str:

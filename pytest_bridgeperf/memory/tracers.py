@@ -21,11 +21,14 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 from .sites import AllocationSite, sites_from_memray
 
 __all__ = [
+    "HEAP_COUNTER_ENV",
+    "HeapCounterSource",
     "HighWaterMarkSource",
     "MemoryMeasurementError",
     "MemraySource",
@@ -35,6 +38,7 @@ __all__ = [
     "TracemallocSource",
     "clear_refs_works",
     "coordinator",
+    "heap_counter",
 ]
 
 
@@ -56,6 +60,63 @@ class PeakSource(Protocol):
 
     def stop(self) -> None:
         """Stop measuring (after a final :meth:`fold`)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Python heap: the heap counter (C extension), tracemalloc where it is not built
+
+#: Set to ``0`` (or ``off``/``false``/``no``) to measure ``kind="python"`` with tracemalloc even
+#: where the heap counter is built: the fallback of an install without a compiler.
+HEAP_COUNTER_ENV = "BRIDGEPERF_HEAP_COUNTER"
+
+
+def heap_counter() -> ModuleType | None:
+    """The ``_heapcount`` extension module, or None when it is not built or switched off."""
+    if os.environ.get(HEAP_COUNTER_ENV, "").strip().lower() in ("0", "off", "false", "no"):
+        return None
+    try:
+        from . import _heapcount
+    except ImportError:
+        return None
+    return _heapcount
+
+
+class HeapCounterSource:
+    """Exact Python-heap peak from allocator hooks on the MEM and OBJ domains that count requested
+    bytes (no traceback per allocation): about 1.1-1.2x on allocation-heavy code, where
+    tracemalloc costs 6x. Same figures as tracemalloc for everything allocated through Python's
+    allocators, except numpy's data buffers (numpy reports those to tracemalloc only) and the
+    rare direct ``PyMem_RawMalloc`` of the interpreter's own bookkeeping. Keeps no allocation
+    sites."""
+
+    name = "heapcount"
+
+    def __init__(self) -> None:
+        module = heap_counter()
+        if module is None:
+            raise MemoryMeasurementError(
+                "backend='heapcount' needs the compiled extension "
+                "pytest_bridgeperf.memory._heapcount (reinstall with a C compiler available) "
+                f"and {HEAP_COUNTER_ENV} not set to 0"
+            )
+        self._counter = module
+
+    def start(self) -> int:
+        if self._counter.is_running():
+            raise MemoryMeasurementError("the heap counter is already running")
+        self._counter.start()
+        return 0
+
+    def fold(self) -> tuple[int, int, list[AllocationSite] | None]:
+        try:
+            current, peak = self._counter.get()
+        except (RuntimeError, MemoryError) as exc:
+            raise MemoryMeasurementError(f"Python-heap measurement failed: {exc}") from exc
+        self._counter.reset_peak()
+        return int(current), int(peak), None
+
+    def stop(self) -> None:
+        self._counter.stop()
 
 
 # ---------------------------------------------------------------------------------------------
