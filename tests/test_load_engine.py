@@ -45,36 +45,68 @@ def served(server: str) -> int:
         return int(response.read())
 
 
-def test_known_latency_distribution_percentiles_are_exact(server: str) -> None:
+def test_percentiles_equal_the_exact_values_within_one_percent() -> None:
+    # a callable with a known spread of latencies times itself; perf_load's percentiles of the
+    # same calls equal the exact percentiles of those self-measured times within 1 % + the HDR
+    # precision (0.1 %), plus 50 µs for the call overhead between the two clocks
+    rng = random.Random(11)
+    delays = [0.002 + 0.018 * (i / 299) ** 2 for i in range(300)]
+    rng.shuffle(delays)
+    feed = iter(delays)
+    measured: list[float] = []
+
+    def call() -> None:
+        start = time.perf_counter()
+        time.sleep(next(feed))
+        measured.append(time.perf_counter() - start)
+
+    result = run_load(call, {"users": 1, "requests": 300})
+    assert result.count == 300
+    assert result.latency_count == 300
+    exact = sorted(measured)
+    for q in (10, 50, 90, 95, 99, 100):
+        want, got = percentile(exact, q), result.percentile(q)
+        assert want * 0.999 <= got <= want * 1.01 + 50e-6, (q, want, got)
+    assert result.mean == pytest.approx(sum(exact) / 300, rel=0.01, abs=50e-6)
+
+
+def test_known_server_latency_distribution(server: str) -> None:
     # 400 delays spread over 40..200 ms: the server answers the k-th request after delay k
     # (shuffled) and logs how long it really held each answer (a busy machine oversleeps). The
-    # measured percentiles are never below the configured delays and equal the server's actual
-    # ones within 1 % + HDR precision (0.1 %) + the loopback round trip of this machine right
-    # now (the p99 of the same traffic pattern against an endpoint that answers at once).
+    # HTTP engine's percentiles are never below the configured delays, and match the server's
+    # actual ones within 1 % + HDR precision + what this machine adds to a loopback round trip
+    # right now (every other request of the run goes to an endpoint that answers at once) + 3 ms
+    # of thread wake-up on a busy 2-core machine (measured: +0.2 .. +3.4 ms at p50 under load).
     rng = random.Random(7)
     delays = [0.040 + 0.160 * i / 399 for i in range(400)]
     rng.shuffle(delays)
     request = urllib.request.Request(server + "/config", data=json.dumps(delays).encode())
     urllib.request.urlopen(request).read()
     urllib.request.urlopen(server + "/held").read()
-    result = run_load(server + "/dist", {"users": 40, "requests": 400})
+    run = run_load(
+        server,
+        {"users": 40, "requests": 800, "mix": [Request("/dist"), Request("/ok")]},
+    )
     with urllib.request.urlopen(server + "/held") as response:
         held = sorted(json.loads(response.read()))
-    # same concurrency and request rate (~330/s), nothing held
-    round_trip = run_load(server + "/ok", {"users": 40, "duration": "0.5s", "think_time": "120ms"})
-    allowance = 0.0005 + round_trip.p99
+    result, round_trip = run["GET /dist"], run["GET /ok"]
     assert len(held) == 400
     assert result.count == 400
+    assert round_trip.count == 400
     assert result.errors == 0
     assert result.latency_count == 400
     configured = sorted(delays)
-    for q in (50, 90, 95, 99, 100):
+    for q in (50, 90, 95):
         assert result.percentile(q) >= percentile(configured, q) * 0.999
         want = percentile(held, q)
         got = result.percentile(q)
+        allowance = round_trip.percentile(q) + 0.003
         assert want * 0.999 <= got <= want * 1.011 + allowance, (q, want, got, allowance)
-    mean = sum(held) / 400
-    assert mean * 0.999 <= result.mean <= mean * 1.011 + allowance
+    # the top samples are the ones most exposed to one unlucky wake-up: bounded by the worst
+    # round trip seen meanwhile
+    worst = round_trip.max + 0.003
+    assert percentile(configured, 99) * 0.999 <= result.p99 <= percentile(held, 99) * 1.011 + worst
+    assert max(delays) * 0.999 <= result.max
 
 
 def test_periodic_stall_open_model_sees_it_closed_model_omits_it(server: str) -> None:
