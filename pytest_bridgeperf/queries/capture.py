@@ -109,15 +109,16 @@ def _call_site() -> _RawSite | None:
     global _depth_guess
     guess = _depth_guess
     if guess:
+        # the hot path: two dictionary lookups, inlined (a call costs as much as the lookup)
         try:
             below = _getframe(guess - 1)
         except ValueError:
             below = None
-        if below is not None and _library(below.f_code.co_filename):
+        if below is not None and _is_library_file.get(below.f_code.co_filename):
             guessed = below.f_back
             if guessed is not None:
                 code = guessed.f_code
-                if not _library(code.co_filename):
+                if _is_library_file.get(code.co_filename) is False:
                     return code, guessed.f_lasti
     frame: FrameType | None = _getframe(2)
     depth = 2
