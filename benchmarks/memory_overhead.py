@@ -1,8 +1,9 @@
 """Cost and accuracy of ``perf_memory``'s modes on allocation-heavy code, beside its peers.
 
 The workload builds 300,000 small dicts (the allocation-heavy case the README quotes). It runs
-bare and under every mode — default Python heap (tracemalloc), ``backend="memray"``, ``kind="rss"``
-(kernel high-water mark, and the psutil sampler), plain tracemalloc with 1 and 10 frames — and,
+bare and under every mode — default Python heap (the heap counter, a C extension), its fallback
+``backend="tracemalloc"``, ``backend="memray"``, ``kind="rss"`` (kernel high-water mark, and the
+psutil sampler), the bare heap counter, plain tracemalloc with 1 and 10 frames — and,
 when pytest-memray is installed, inside a pytest test marked ``limit_memory`` under ``--memray``
 (timed inside the test body, so pytest's start-up is not counted). Variants are interleaved
 round by round in one process; the best round counts. Times are the process's CPU time
@@ -33,7 +34,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_bridgeperf.memory import PerfMemory
+from pytest_bridgeperf.memory.tracers import heap_counter
 from pytest_bridgeperf.units import format_size
+
+COUNTER = "perf_memory() [heapcount, default]"
+FALLBACK = "perf_memory(backend='tracemalloc') [fallback]"
+MEMRAY = "perf_memory(backend='memray')"
 
 
 def workload(rows: int) -> int:
@@ -67,12 +73,22 @@ def modes(rows: int) -> dict[str, Callable[[], object]]:
 
         return run
 
+    def raw_counter() -> None:
+        counter = heap_counter()
+        assert counter is not None
+        counter.start()
+        workload(rows)
+        counter.get()
+        counter.stop()
+
     found: dict[str, Callable[[], object]] = {
         "bare": lambda: workload(rows),
-        "perf_memory() [tracemalloc, default]": block(),
-        "perf_memory(backend='memray')": block(backend="memray"),
+        COUNTER: block(backend="heapcount"),
+        FALLBACK: block(backend="tracemalloc"),
+        MEMRAY: block(backend="memray"),
         "perf_memory(kind='rss') [VmHWM]": block(kind="rss"),
         "perf_memory(kind='rss', sampler)": block(kind="rss", rss_method="sample"),
+        "heap counter alone": raw_counter,
         "tracemalloc alone, 1 frame": raw_tracemalloc(1),
         "tracemalloc alone, 10 frames": raw_tracemalloc(10),
     }
@@ -81,7 +97,9 @@ def modes(rows: int) -> dict[str, Callable[[], object]]:
     try:
         import memray  # noqa: F401
     except ImportError:
-        del found["perf_memory(backend='memray')"]
+        del found[MEMRAY]
+    if heap_counter() is None:
+        del found[COUNTER], found["heap counter alone"]
     return found
 
 
@@ -138,12 +156,15 @@ def accuracy(rows: int) -> list[tuple[str, int, int]]:
     """(mode, peak in a fresh heap, peak in a fragmented heap)."""
     pm = PerfMemory()
     options: list[tuple[str, dict[str, object]]] = [
-        ("tracemalloc (default)", {}),
+        ("heap counter (default)", {"backend": "heapcount"}),
+        ("tracemalloc (fallback)", {"backend": "tracemalloc"}),
         ("memray backend", {"backend": "memray"}),
         ("rss (VmHWM or sampler)", {"kind": "rss"}),
     ]
     results = []
     for label, opts in options:
+        if opts.get("backend") == "heapcount" and heap_counter() is None:
+            continue
         try:
             import memray  # noqa: F401
         except ImportError:
@@ -179,19 +200,31 @@ def main() -> None:
     bare = best["bare"]
 
     print(f"workload: {args.rows:,} small dicts; best of {args.rounds} rounds, interleaved")
-    print(f"{'mode':<42} {'best':>10} {'ratio':>7}")
+    print(f"{'mode':<46} {'best':>10} {'ratio':>7}")
     for name, value in best.items():
-        print(f"{name:<42} {value * 1000:>8.1f}ms {value / bare:>6.2f}x")
+        print(f"{name:<46} {value * 1000:>8.1f}ms {value / bare:>6.2f}x")
 
     plain, under_memray, why = pytest_memray_times(args.rows, args.rounds)
     if not why:
         print(
-            f"{'pytest-memray limit_memory (--memray)':<42} {under_memray * 1000:>8.1f}ms "
+            f"{'pytest-memray limit_memory (--memray)':<46} {under_memray * 1000:>8.1f}ms "
             f"{under_memray / plain:>6.2f}x  (vs {plain * 1000:.1f}ms in the same pytest test "
             "without --memray)"
         )
     else:
-        print(f"{'pytest-memray limit_memory':<42} skipped: {why}")
+        print(f"{'pytest-memray limit_memory':<46} skipped: {why}")
+
+    if COUNTER in best:
+        print()
+        print("the default (heap counter) against its peers, time over time:")
+        peers = [("tracemalloc fallback", best[FALLBACK])]
+        if MEMRAY in best:
+            peers.append(("memray backend", best[MEMRAY]))
+        if not why:
+            # pytest-memray's ratio is taken inside pytest; compare ratios over bare.
+            peers.append(("pytest-memray (ratio over ratio)", under_memray / plain * bare))
+        for label, value in peers:
+            print(f"  vs {label:<34} {best[COUNTER] / value:>6.2f}x")
 
     print()
     print("what each mode measures (peak above entry, same workload):")
