@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import pytest_bridgeperf
 
 
@@ -14,12 +16,8 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_unknown_name_is_an_attribute_error() -> None:
-    try:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
         _ = pytest_bridgeperf.NoSuchThing  # type: ignore[attr-defined]
-    except AttributeError as exc:
-        assert "NoSuchThing" in str(exc)
-    else:  # pragma: no cover - the assertion below explains
-        raise AssertionError("unknown attribute resolved")
 
 
 def test_import_is_light() -> None:
