@@ -191,28 +191,33 @@ def run_sync_callable(
         threading.Thread(target=user, args=(st,), name=f"perf_load-user-{i}", daemon=True)
         for i, st in enumerate(stats)
     ]
-    for t in threads:
-        t.start()
+    from .runner import quiet_gc
+
     interrupted = False
     shown = False
     next_progress = start + 2_000_000_000
-    try:
-        while any(t.is_alive() for t in threads):
-            now = perf_counter_ns()
-            if now >= end:
-                break
-            if progress is not None and now >= next_progress:
-                count = sum(s.collector.count for s in stats)
-                progress(f"[perf_load {label}: {(now - start) / 1e9:.1f} s, {count:,} calls]")
-                shown = True
-                next_progress = now + 500_000_000
-            threads[0].join(min(0.05, max(0.0, (end - now) / 1e9)))
-            if not threads[0].is_alive():
-                threads.sort(key=lambda t: not t.is_alive())
-    except KeyboardInterrupt:
-        interrupted = True
-    stop.set()
-    stopped_ns = perf_counter_ns()
+    with quiet_gc():
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                now = perf_counter_ns()
+                if now >= end:
+                    break
+                if progress is not None and now >= next_progress:
+                    count = sum(s.collector.count for s in stats)
+                    elapsed_s = (now - start) / 1e9
+                    progress(f"[perf_load {label}: {elapsed_s:.1f} s, {count:,} calls]")
+                    shown = True
+                    next_progress = now + 500_000_000
+                threads[0].join(min(0.05, max(0.0, (end - now) / 1e9)))
+                if not threads[0].is_alive():
+                    threads.sort(key=lambda t: not t.is_alive())
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            stop.set()
+        stopped_ns = perf_counter_ns()
     grace = time.monotonic() + min(1.0, o.timeout)
     for t in threads:
         t.join(max(0.0, grace - time.monotonic()))

@@ -306,7 +306,7 @@ class Run:
         self._progress_mark = (count, now)
         recent: list[int] = []
         for c in self.collectors:
-            tail = c.lat[-20000:]
+            tail = c.lat[-5000:]
             recent.extend(tail)
         recent.sort()
         p95 = format_duration(recent[int(len(recent) * 0.95)] / 1e9) if recent else "-"
