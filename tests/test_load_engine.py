@@ -268,6 +268,11 @@ def test_open_model_rate_and_latency_origin(server: str) -> None:
     assert result.sent >= 0.95 * result.intended
     assert result.count == pytest.approx(400, abs=20)
     assert 0.005 <= result.p50 < 0.030
+    served(server)
+    counted = run_load(server + "/ok", {"rate": 1000, "requests": 250})
+    assert counted.count == counted.sent == counted.intended == 250
+    assert served(server) == 250
+    assert 0.2 <= counted.elapsed < 0.5  # paced at 1000/s, not sent as fast as possible
 
 
 def test_aiohttp_engine_and_head(server: str) -> None:
