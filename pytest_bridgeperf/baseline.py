@@ -150,7 +150,9 @@ def metric_entry(metric: Metric) -> dict[str, Any]:
     summary = metric.summary()
     if summary:
         entry["summary"] = summary
-    details = {k: v for k, v in metric.details.items() if k != "explain"}
+    # "explain" and "_"-prefixed details are for this run's messages and reports only: they
+    # change every run, and would turn every baseline update into noise
+    details = {k: v for k, v in metric.details.items() if k != "explain" and not k.startswith("_")}
     if details:
         entry["details"] = details
     return entry

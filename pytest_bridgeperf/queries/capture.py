@@ -28,7 +28,8 @@ from sqlalchemy.engine.interfaces import Dialect, ExecuteStyle
 from sqlalchemy.pool import Pool
 
 from ..metrics import Recorder
-from .fingerprint import fingerprint, is_transaction_control
+from ..stats import LatencyHistogram
+from .fingerprint import fingerprint, is_transaction_control, query_type
 from .statements import (
     NPlusOne,
     Statement,
@@ -639,6 +640,11 @@ class QueryCapture:
     def _record(self, recorder: Recorder) -> None:
         name = self._metric_name(recorder)
         fingerprints = self.fingerprints
+        durations: dict[str, LatencyHistogram] = {}
+        for statement in self.statements:
+            durations.setdefault(query_type(statement.fingerprint), LatencyHistogram()).record(
+                statement.duration
+            )
         recorder.record(
             name,
             self.count,
@@ -648,6 +654,9 @@ class QueryCapture:
             details={
                 "fingerprints": {fp: fingerprints[fp] for fp in sorted(fingerprints)},
                 "explain": self.explain(),
+                # per statement type, for reports (bridge_db_query_duration_seconds); not stored
+                # in the baseline, where only the deterministic count and shapes belong
+                "_durations": {kind: hist.encode() for kind, hist in sorted(durations.items())},
             },
         )
         self.metric_name = name

@@ -252,3 +252,9 @@ def _render(tokens: list[str]) -> str:
         parts.append(token)
         previous = token
     return "".join(parts)
+
+
+def query_type(fingerprint: str) -> str:
+    """The statement's leading keyword (``SELECT``, ``INSERT``, …), ``OTHER`` when there is none."""
+    word = fingerprint.lstrip("( ").split(None, 1)[0].upper() if fingerprint.strip() else ""
+    return word if word.isalpha() else "OTHER"

@@ -89,8 +89,24 @@ def _buckets(hist: LatencyHistogram) -> Iterable[tuple[float, int]]:
 
 
 def _query_type(fingerprint: str) -> str:
+    # the same rule as pytest_bridgeperf.queries.query_type, without importing SQLAlchemy's side
     word = fingerprint.lstrip("( ").split(None, 1)[0].upper() if fingerprint.strip() else ""
     return word if word.isalpha() else "OTHER"
+
+
+def _query_durations(details: Any) -> list[tuple[str, LatencyHistogram]]:
+    """Statement-duration histograms a ``queries`` row carries (``details["_durations"]``)."""
+    raw = details.get("_durations") if isinstance(details, Mapping) else None
+    found: list[tuple[str, LatencyHistogram]] = []
+    if isinstance(raw, Mapping):
+        for query_type, encoded in sorted(raw.items()):
+            try:
+                hist = LatencyHistogram.decode(str(encoded))
+            except ValueError:  # a hand-edited report: skip what cannot be read
+                continue
+            if hist.count:
+                found.append((str(query_type), hist))
+    return found
 
 
 def render_openmetrics(document: Mapping[str, Any]) -> str:
@@ -109,6 +125,12 @@ def render_openmetrics(document: Mapping[str, Any]) -> str:
         "bridge_db_queries",
         "counter",
         "SQL statements issued, per perf test, metric and query type",
+    )
+    db_duration = _Family(
+        "bridge_db_query_duration_seconds",
+        "histogram",
+        "Duration of the SQL statements a perf test issued, per query type",
+        "seconds",
     )
     memory = _Family(
         "bridge_memory_usage_bytes",
@@ -177,6 +199,12 @@ def render_openmetrics(document: Mapping[str, Any]) -> str:
                         queries.sample("_total", {**base_labels, "query_type": query_type}, count)
                 else:
                     queries.sample("_total", {**base_labels, "query_type": "ALL"}, float(current))
+                for query_type, hist in _query_durations(row.get("details")):
+                    labels = {**base_labels, "query_type": query_type}
+                    for bound, count in _buckets(hist):
+                        db_duration.sample("_bucket", {**labels, "le": _le(bound)}, count)
+                    db_duration.sample("_count", labels, hist.count)
+                    db_duration.sample("_sum", labels, hist.mean * hist.count)
             if role in ("memory", "rss") and unit == "bytes" and current is not None:
                 kind = "rss" if role == "rss" else "python"
                 memory.sample("", {**base_labels, "kind": kind}, float(current))
@@ -190,6 +218,7 @@ def render_openmetrics(document: Mapping[str, Any]) -> str:
         requests,
         errors,
         queries,
+        db_duration,
         memory,
         value,
         baseline,
