@@ -325,22 +325,37 @@ def test_sync_and_async_callables() -> None:
     assert paced.sent >= 95
 
 
-def test_ctrl_c_stops_cleanly_with_partial_results(server: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_cleanly_with_partial_results(server: str, workers: int) -> None:
     code = (
         "import sys; from pytest_bridgeperf.load import run_load\n"
-        f"r = run_load({server + '/ok'!r}, {{'users': 2, 'duration': '20s'}})\n"
-        "print('INTERRUPTED', r.interrupted, r.count, flush=True)\n"
+        f"r = run_load({server + '/ok'!r}, {{'users': 2, 'workers': {workers}, "
+        "'duration': '20s'})\n"
+        "print('INTERRUPTED', r.interrupted, r.count, r.workers, flush=True)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    time.sleep(2.0)
     start = time.monotonic()
     proc.send_signal(2)
     out, _ = proc.communicate(timeout=10)
     assert time.monotonic() - start < 3
-    flag, interrupted, count = out.split()
+    flag, interrupted, count, ran = out.split()
     assert flag == "INTERRUPTED"
     assert interrupted == "True"
     assert int(count) > 0
+    assert int(ran) == workers
+
+
+def test_workers_fail_fast_on_a_refused_connection() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(LoadConnectionError, match=rf"127\.0\.0\.1:{port}"):
+            run_load(f"http://127.0.0.1:{port}/", {"users": 4, "workers": 2, "duration": "5s"})
+        assert time.monotonic() - start < 4
 
 
 def test_bad_options_fail_before_any_request(server: str) -> None:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -173,9 +172,7 @@ async def run_workers(
 
     try:
         with _sigint(forward_sigint, loop):
-            messages = await loop.run_in_executor(
-                None, _collect, conns, procs, opts, progress, label
-            )
+            messages = await loop.run_in_executor(None, _collect, conns, procs, opts, interrupted)
     finally:
         for proc in procs:
             try:
@@ -205,8 +202,7 @@ def _collect(
     conns: list[Connection],
     procs: list[subprocess.Popen[bytes]],
     opts: LoadOptions,
-    progress: Callable[[str | None], None] | None,
-    label: str,
+    interrupted: list[bool],
 ) -> list[tuple[Any, ...]]:
     deadline = time.monotonic() + _READY_TIMEOUT
     messages: dict[int, tuple[Any, ...]] = {}
@@ -219,20 +215,27 @@ def _collect(
             raise RuntimeError(f"perf_load worker {i} died while starting") from None
         if message[0] != "ready":
             messages[i] = message
-    if messages:  # a worker failed to connect: tell the others to stop right away
-        for i, conn in enumerate(conns):
+    if messages:  # a worker could not connect: the others must not start at all
+        for i, proc in enumerate(procs):
             if i not in messages:
-                conn.send(time.monotonic_ns())
+                proc.kill()
+        return [m for m in messages.values() if m[0] == "error"][:1]
     start_at = time.monotonic_ns() + 50_000_000
-    for i, conn in enumerate(conns):
-        if i not in messages:
-            conn.send(start_at)
+    for conn in conns:
+        conn.send(start_at)
     end = time.monotonic() + 0.05 + opts.warmup + opts.run_length + opts.timeout + 30
+    forwarded = 0.0
     for i, conn in enumerate(conns):
-        if i in messages:
-            continue
-        if not conn.poll(max(0.0, end - time.monotonic())):
-            raise RuntimeError(f"perf_load worker {i} did not finish in time")
+        while not conn.poll(0.2):
+            if time.monotonic() > end:
+                raise RuntimeError(f"perf_load worker {i} did not finish in time")
+            # a Ctrl-C that came while the workers were starting found them ignoring it:
+            # repeat it until they have stopped (their handler takes it once)
+            if interrupted[0] and time.monotonic() - forwarded > 0.5:
+                forwarded = time.monotonic()
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGINT)
         try:
             messages[i] = conn.recv()
         except EOFError:
