@@ -248,6 +248,45 @@ def test_counter_taken_out_of_the_chain_raises(counter: ModuleType) -> None:
 
 
 @needs_counter
+@settings(max_examples=80, deadline=None)
+@given(steps=st.lists(st.sampled_from(["counter", "tracemalloc"]), min_size=1, max_size=12))
+def test_any_order_of_starting_and_stopping_both(steps: list[str]) -> None:
+    """Each step toggles one of the two hook stacks, in any order: no crash, no endless
+    recursion, and the counter either counts exactly or says it was taken out of the chain."""
+    counter = heap_counter()
+    assert counter is not None
+    try:
+        for step in steps:
+            if step == "counter":
+                (counter.stop if counter.is_running() else counter.start)()
+            elif tracemalloc.is_tracing():
+                tracemalloc.stop()
+            else:
+                tracemalloc.start()
+            if counter.is_running():
+                try:
+                    before = counter.get()[0]
+                except RuntimeError as exc:
+                    if "taken out of the allocator chain" not in str(exc):
+                        raise
+                    continue
+                data = bytearray(MB)
+                grown = counter.get()[0] - before
+                assert MB <= grown <= MB + 1000, grown
+                del data
+    finally:
+        tracemalloc.stop()
+        counter.stop()
+    counter.start()  # and afterwards it always works again
+    try:
+        data = bytearray(MB)
+        assert MB <= counter.get()[0] <= MB + 1000
+        del data
+    finally:
+        counter.stop()
+
+
+@needs_counter
 def test_a_block_refuses_a_figure_from_a_counter_taken_out_of_the_chain() -> None:
     pm = PerfMemory()
     tracemalloc.start()

@@ -90,7 +90,6 @@ typedef struct {
     size_t current;
     size_t peak;
     int counting; /* the tables and the counters are live */
-    int hooked;   /* our hooks were installed (maybe now a pass-through under others) */
     int broken;   /* bookkeeping memory ran out: figures are incomplete */
     PyMemAllocatorEx orig_mem;
     PyMemAllocatorEx orig_obj;
@@ -499,6 +498,18 @@ hc_free(void *ctx, void *ptr)
 static PyMemAllocatorEx hook_mem = {&st.orig_mem, hc_malloc, hc_calloc, hc_realloc, hc_free};
 static PyMemAllocatorEx hook_obj = {&st.orig_obj, hc_malloc, hc_calloc, hc_realloc, hc_free};
 
+typedef struct {
+    PyMemAllocatorDomain domain;
+    PyMemAllocatorEx *orig;
+    PyMemAllocatorEx *hook;
+    int hooked; /* our hook was installed (maybe now a pass-through under other hooks) */
+} domain_t;
+
+static domain_t domains[2] = {
+    {PYMEM_DOMAIN_MEM, &st.orig_mem, &hook_mem, 0},
+    {PYMEM_DOMAIN_OBJ, &st.orig_obj, &hook_obj, 0},
+};
+
 static int
 on_top(PyMemAllocatorDomain domain, PyMemAllocatorEx *hook)
 {
@@ -508,25 +519,31 @@ on_top(PyMemAllocatorDomain domain, PyMemAllocatorEx *hook)
 }
 
 static void
-install(void)
+install(PyMemAllocatorDomain domain, PyMemAllocatorEx *orig, PyMemAllocatorEx *hook)
 {
-    PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &st.orig_mem);
-    PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &st.orig_obj);
-    PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &hook_mem);
-    PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &hook_obj);
-    st.hooked = 1;
+    PyMem_GetAllocator(domain, orig);
+    PyMem_SetAllocator(domain, hook);
 }
 
-/* Whether both domains still pass through our hooks (only while counting): allocate a canary
- * in each and look for it in the table. */
+/* Whether a domain still passes through our hook (only while counting): on top, or under other
+ * hooks, as a canary block shows by landing in the table. */
 static int
-in_chain(void)
+in_chain(PyMemAllocatorDomain domain, PyMemAllocatorEx *hook)
 {
-    void *mem = PyMem_Malloc(1);
-    void *obj = PyObject_Malloc(1);
-    int seen = mem != NULL && obj != NULL && is_counted(mem) && is_counted(obj);
-    PyMem_Free(mem);
-    PyObject_Free(obj);
+    if (on_top(domain, hook)) {
+        return 1;
+    }
+    int seen;
+    if (domain == PYMEM_DOMAIN_MEM) {
+        void *canary = PyMem_Malloc(1);
+        seen = canary != NULL && is_counted(canary);
+        PyMem_Free(canary);
+    }
+    else {
+        void *canary = PyObject_Malloc(1);
+        seen = canary != NULL && is_counted(canary);
+        PyObject_Free(canary);
+    }
     return seen;
 }
 
@@ -553,20 +570,23 @@ hc_start(PyObject *module, PyObject *Py_UNUSED(ignored))
         return PyErr_NoMemory();
     }
     st.broken = 0;
-    st.current = st.peak = 0;
-    int fresh = !st.hooked;
-    if (fresh) {
-        install();
+    /* A domain whose hook is still installed from an earlier run (a pass-through under other
+     * hooks) is reused, unless a hook below it stopped and took it out of the chain; then it
+     * wraps whatever the domain has now. A hook still in the chain must not be installed
+     * again: its saved allocator would become itself (endless recursion). */
+    int out[2];
+    st.counting = 1;
+    for (int d = 0; d < 2; d++) {
+        out[d] = !domains[d].hooked || !in_chain(domains[d].domain, domains[d].hook);
+    }
+    st.counting = 0;
+    for (int d = 0; d < 2; d++) {
+        if (out[d]) {
+            install(domains[d].domain, domains[d].orig, domains[d].hook);
+            domains[d].hooked = 1;
+        }
     }
     st.counting = 1;
-    if (!fresh && !(on_top(PYMEM_DOMAIN_MEM, &hook_mem) && on_top(PYMEM_DOMAIN_OBJ, &hook_obj)) &&
-        !in_chain()) {
-        /* Our pass-through hooks were dropped from the chain by a hook below them that
-         * stopped: wrap whatever is installed now. */
-        st.counting = 0;
-        install();
-        st.counting = 1;
-    }
     st.current = st.peak = 0;
     Py_RETURN_NONE;
 #endif
@@ -580,13 +600,14 @@ hc_stop(PyObject *module, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     st.counting = 0;
-    if (on_top(PYMEM_DOMAIN_MEM, &hook_mem) && on_top(PYMEM_DOMAIN_OBJ, &hook_obj)) {
-        PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &st.orig_mem);
-        PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &st.orig_obj);
-        st.hooked = 0;
+    for (int d = 0; d < 2; d++) {
+        /* A hook installed on top of ours holds ours and will put it back when it stops:
+         * then ours stays, as a pass-through (see the top of the file). */
+        if (on_top(domains[d].domain, domains[d].hook)) {
+            PyMem_SetAllocator(domains[d].domain, domains[d].orig);
+            domains[d].hooked = 0;
+        }
     }
-    /* else: a hook on top of ours holds it and will put it back when it stops; ours stays as
-     * a pass-through (see the top of the file). */
     table_clear(&st.big);
     directory_clear();
     st.current = st.peak = 0;
@@ -607,8 +628,8 @@ hc_get(PyObject *module, PyObject *Py_UNUSED(ignored))
     if (!st.counting) {
         return Py_BuildValue("(nn)", (Py_ssize_t)0, (Py_ssize_t)0);
     }
-    if (!(on_top(PYMEM_DOMAIN_MEM, &hook_mem) && on_top(PYMEM_DOMAIN_OBJ, &hook_obj)) &&
-        !in_chain()) {
+    if (!in_chain(domains[0].domain, domains[0].hook) ||
+        !in_chain(domains[1].domain, domains[1].hook)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "the heap counter was taken out of the allocator chain (an allocator hook "
                         "installed before it, e.g. tracemalloc, was removed while it ran); "
