@@ -55,7 +55,8 @@ class LatencyHistogram:
         self._h.record_value(value, count)
 
     def merge(self, other: LatencyHistogram) -> None:
-        self._h.add(other._h)
+        if other.count:  # hdrh's add() would take an empty histogram's minimum as 0
+            self._h.add(other._h)
 
     @classmethod
     def from_samples(cls, samples: Iterable[float]) -> LatencyHistogram:
