@@ -91,8 +91,8 @@ class MemoryBlock:
     thread's allocations count), from the heap counter, or tracemalloc (see
     :func:`resolve_backend`). ``kind="rss"``: :attr:`peak` is the RSS peak above the RSS at
     entry. :attr:`rss_peak` is measured in both kinds (under ``kind="python"`` it includes the
-    tracer's own bookkeeping, which can double it on small-object-heavy code: budget RSS with
-    ``kind="rss"``).
+    heap meter's own bookkeeping: about an eighth of the heap's span for the counter, up to
+    double for tracemalloc on small-object-heavy code; budget RSS with ``kind="rss"``).
     """
 
     def __init__(
