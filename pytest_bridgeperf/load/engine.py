@@ -87,6 +87,7 @@ class Run:
         self.stopped = False
         self.interrupted = False
         self.fatal: BaseException | None = None
+        self.stop_ns = 0
         self.inflight = 0
         self.remaining = options.requests if options.requests is not None else -1
         self.sent = 0
@@ -186,7 +187,8 @@ class Run:
         start = self.start_ns
         interval = self.interval_ns
         due = start + int(i * interval)
-        while due <= now:
+        end = self.end_ns
+        while due <= now and due < end:
             if due >= self.measure_start_ns:
                 if self.remaining == 0:
                     self._issued = i
@@ -240,7 +242,7 @@ class Run:
         self._round_marks = [(0, 0) for _ in self.collectors]
         loop = self.loop
         self._handles.append(loop.call_at(self._loop_time(self._round_end), self._round))
-        self._handles.append(loop.call_at(self._loop_time(self.end_ns), self.stop))
+        self._handles.append(loop.call_at(self._loop_time(self.end_ns), self._end))
         sweep = max(0.005, min(0.05, o.timeout / 4))
         self._sweep_every = sweep
         self._handles.append(loop.call_later(sweep, self._sweep))
@@ -319,6 +321,12 @@ class Run:
             f"{rate_text}, p95 {p95}, errors {errors}]"
         )
 
+    def _end(self) -> None:
+        if perf_counter_ns() < self.end_ns:  # loop timers are coarse (1 ms): wait it out
+            self._handles.append(self.loop.call_soon(self._end))
+            return
+        self.stop()
+
     def stop(self) -> None:
         if self.stopped:
             return
@@ -355,10 +363,10 @@ class Run:
     # ------------------------------------------------------------------------------ result
     def result(self, *, target: str, users: int) -> LoadResult:
         o = self.options
-        end = min(getattr(self, "stop_ns", perf_counter_ns()), self.end_ns)
-        elapsed = max(0.0, (end - self.measure_start_ns) / 1e9)
-        if o.duration is not None and not self.interrupted:
-            elapsed = o.duration
+        stopped_at = self.stop_ns or perf_counter_ns()
+        elapsed = max(0.0, (min(stopped_at, self.end_ns) - self.measure_start_ns) / 1e9)
+        if o.duration is not None and not self.interrupted and stopped_at >= self.end_ns:
+            elapsed = o.duration  # the timer fired a hair late: the run lasted what was asked
         dropped = self.dropped + sum(1 for _, t in self.pending if t >= self.measure_start_ns)
         round_s = self.round_ns / 1e9
         parts: dict[str, LoadResult] = {}
