@@ -26,6 +26,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -86,6 +87,21 @@ _OWN_SERVER = textwrap.dedent(
 )
 
 
+def _pinned(cpu: int | None) -> Callable[[], None] | None:
+    """A preexec_fn pinning the child to one CPU (``--pin``): the target on CPU 0, each load
+    generator on CPU 1, so the scheduler does not move them around between rounds."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    return pin
+
+
+PIN: dict[str, int | None] = {"target": None, "client": None}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,11 +128,14 @@ def start_target(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
             [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_pinned(PIN["target"]),
         )
         name = "nginx (1 worker)"
     else:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _OWN_SERVER, str(port)], stdout=subprocess.DEVNULL
+            [sys.executable, "-c", _OWN_SERVER, str(port)],
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_pinned(PIN["target"]),
         )
         name = "uvloop asyncio.Protocol server"
     wait_for_port(port)
@@ -126,7 +145,9 @@ def start_target(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
 def run_child(cmd: list[str]) -> tuple[str, float]:
     """Run a tool; returns its stdout and the CPU seconds it used (user + system)."""
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.DEVNULL, preexec_fn=_pinned(PIN["client"])
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -227,13 +248,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--users", type=int, default=16)
+    parser.add_argument(
+        "--pin", action="store_true", help="pin the target to CPU 0 and each tool to CPU 1"
+    )
     args = parser.parse_args()
+    if args.pin and (os.cpu_count() or 1) >= 2:
+        PIN.update(target=0, client=1)
     with tempfile.TemporaryDirectory(prefix="bridgeperf-bench-") as tmp:
         proc, url, name = start_target(Path(tmp))
         try:
             run_load(url, {"users": 2, "duration": 0.5})  # warm the target up
             print(f"target: {name} at {url}; {args.users} connections, {args.seconds:g} s each")
-            print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+            pinned = ", target on CPU 0, tools on CPU 1" if PIN["client"] is not None else ""
+            print(f"machine: {os.cpu_count()} CPUs{pinned}, Python {sys.version.split()[0]}")
             rows: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
             cpu: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
             for i in range(args.rounds):
