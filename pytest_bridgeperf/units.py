@@ -101,7 +101,7 @@ def parse_size(value: str | float | int) -> int:
             f"(B, kB, MB, GB, KiB, MiB, GiB), e.g. '64MB'"
         )
     factor = _SIZE_UNITS[unit] if unit else 1
-    return int(_finite_non_negative(float(match.group(1)) * factor, value, "size"))
+    return round(_finite_non_negative(float(match.group(1)) * factor, value, "size"))
 
 
 def parse_percent(value: str | float | int, *, bare_is_percent: bool = False) -> float:
