@@ -13,8 +13,7 @@ import pytest
 from aiohttp import web
 from bridge_app import cache_key
 
-from pytest_bridgeperf.load import Request
-from pytest_bridgeperf.load.api import PerfLoad
+from pytest_bridgeperf import PerfLoad, Request
 
 CONNECTOR_KINDS = ("postgres", "mysql", "s3", "bigquery", "http")
 
