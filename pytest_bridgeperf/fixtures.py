@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
 
 from .metrics import Recorder
-from .plugin import recorder_for
+from .plugin import baseline_value, recorder_for, settings_key
+
+if TYPE_CHECKING:  # the optional dependencies are imported when a fixture is first used
+    from .load.api import PerfLoad
+    from .memory import PerfMemory
+    from .queries import PerfQueries
 
 
 @pytest.fixture
@@ -18,51 +28,13 @@ def perf(request: pytest.FixtureRequest) -> Recorder:
     return recorder_for(request.node)
 
 
-import typing  # noqa: E402 (appended with the perf_memory fixture)
-
-if typing.TYPE_CHECKING:  # the memory package is imported when the fixture is first used
-    from .memory import PerfMemory
-
-
-@pytest.fixture
-def perf_memory(request: pytest.FixtureRequest) -> PerfMemory:
-    """Memory budgets: ``with perf_memory(budget="64MB", kind="python") as m:`` (also
-    ``async with``) measures a block — ``m.peak``, ``m.current``, ``m.rss_peak`` — and records it;
-    ``perf_memory.leaks(func, iterations=20)`` fails on steadily growing allocation sites."""
-    from .memory import PerfMemory
-    from .plugin import settings_key
-
-    item = request.node
-    config = request.config
-
-    def baseline(metric: str) -> float | None:
-        session = config.pluginmanager.get_plugin("bridgeperf-session")
-        store = getattr(session, "baseline", None)
-        if store is None or settings_key not in config.stash:
-            return None
-        found = store.metrics(config.stash[settings_key].env, item.nodeid).get(metric)
-        return None if found is None else float(found.value)
-
-    return PerfMemory(recorder_for(item), baseline=baseline)
-
-
-if typing.TYPE_CHECKING:  # the load package (aiohttp, httptools) is imported on first use
-    from collections.abc import Iterator
-
-    from .load.api import PerfLoad
-
-
 @pytest.fixture
 def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
     """Load tests: ``result = perf_load(target, users=16, duration="5s")`` or, in async tests,
     ``result = await perf_load.arun(...)``. ``target`` is a URL, an ``aiohttp.web.Application``
     (served on 127.0.0.1) or a callable. Results are recorded per request name; marker budgets
     (``p95=``, ``error_rate=``, ``rps=``) apply to them."""
-    import contextlib
-    import sys
-
     from .load.api import PerfLoad
-    from .plugin import settings_key
 
     config = request.config
     settings = config.stash[settings_key]
@@ -103,10 +75,6 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
     load.close()
 
 
-if typing.TYPE_CHECKING:  # the queries capture (SQLAlchemy) is imported on first use
-    from .queries import PerfQueries
-
-
 @pytest.fixture
 def perf_queries(request: pytest.FixtureRequest) -> PerfQueries:
     """SQL query budgets: ``with perf_queries(*engines) as q:`` (no engine: every SQLAlchemy
@@ -117,3 +85,14 @@ def perf_queries(request: pytest.FixtureRequest) -> PerfQueries:
     from .queries import PerfQueries
 
     return PerfQueries(recorder_for(request.node))
+
+
+@pytest.fixture
+def perf_memory(request: pytest.FixtureRequest) -> PerfMemory:
+    """Memory budgets: ``with perf_memory(budget="64MB", kind="python") as m:`` (also
+    ``async with``) measures a block — ``m.peak``, ``m.current``, ``m.rss_peak`` — and records it;
+    ``perf_memory.leaks(func, iterations=20)`` fails on steadily growing allocation sites."""
+    from .memory import PerfMemory
+
+    item = request.node
+    return PerfMemory(recorder_for(item), baseline=lambda metric: baseline_value(item, metric))

@@ -33,7 +33,7 @@ from .units import format_value
 
 pytest_plugins = ["pytest_bridgeperf.fixtures"]
 
-__all__ = ["recorder_for", "settings_key"]
+__all__ = ["baseline_value", "recorder_for", "settings_key"]
 
 SKIP_REASON = "perf test: run with --perf"
 
@@ -55,6 +55,15 @@ def recorder_for(item: pytest.Item) -> Recorder:
     if recorder is None:
         recorder = item.stash[_recorder_key] = Recorder()
     return recorder
+
+
+def baseline_value(item: pytest.Item, metric: str) -> float | None:
+    """The baseline's compared value of ``metric`` for ``item`` (None without --perf or entry)."""
+    session = item.config.pluginmanager.get_plugin("bridgeperf-session")
+    if not isinstance(session, PerfSession):
+        return None
+    found = session.baseline.metrics(session.settings.env, item.nodeid).get(metric)
+    return None if found is None else float(found.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +272,6 @@ class PerfSession:
         self.collected: set[str] = set()
         self.collected_files: set[str] = set()
         self.from_workers = False
-        self.missing: list[Verdict] = []
         self.missing_tests: list[tuple[str, list[str]]] = []
         self.written: list[str] = []
         self.pruned: list[str] = []
@@ -591,19 +599,28 @@ class PerfSession:
         results = sorted(self._results())
         if not results and not self.missing_tests and not self.pruned:
             return
-        from .report.document import status_of
-        from .report.terminal import detail_lines, metric_pieces, status_markup, verdict_markup
+        from .report.document import metric_label, status_of
+        from .report.terminal import (
+            detail_lines,
+            metric_pieces,
+            status_markup,
+            verdict_markup,
+        )
 
         verbose = self.config.get_verbosity() > 0
         tr.write_sep("=", f"perf summary (env {self.settings.env})")
         not_comparable = False
+        # one column width for the whole table, so long request names do not break alignment
+        width = min(
+            70, max((len(metric_label(r)) for _, p in results for r in p["metrics"]), default=0)
+        )
         for nodeid, payload in results:
             tr.write_line(nodeid, **status_markup(status_of(payload)))
             if payload.get("confirmation"):
                 tr.write_line(f"  ({payload['confirmation']})", yellow=True)
             for row in payload["metrics"]:
                 tr.write("  ")
-                for text, markup in metric_pieces(row):
+                for text, markup in metric_pieces(row, width):
                     tr.write(text, **markup)
                 tr.line("")
                 if verbose:

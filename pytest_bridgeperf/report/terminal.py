@@ -47,7 +47,7 @@ def _value(value: Any, unit: str) -> str:
     return format_value(value, unit)
 
 
-def metric_pieces(row: Mapping[str, Any]) -> list[Piece]:
+def metric_pieces(row: Mapping[str, Any], width: int = 40) -> list[Piece]:
     """The compact one-line summary of a metric, with the verdict and broken budgets coloured:
     ``name stat   baseline → current   change  verdict  budget ✓``."""
     unit = str(row.get("unit", ""))
@@ -56,7 +56,7 @@ def metric_pieces(row: Mapping[str, Any]) -> list[Piece]:
     cur = _value(row.get("current"), unit)
     change = format_change(row.get("change"))
     pieces: list[Piece] = [
-        (f"{label:<40} {base:>10} → {cur:<10} {change:>7}  ", {}),
+        (f"{label:<{width}} {base:>10} → {cur:<10} {change:>7}  ", {}),
         (str(row["verdict"]), verdict_markup(str(row["verdict"]))),
     ]
     budgets = row.get("budgets", [])
