@@ -17,8 +17,16 @@ from pytest_bridgeperf import PerfLoad, Request
 
 CONNECTOR_KINDS = ("postgres", "mysql", "s3", "bigquery", "http")
 
+# Loopback latency and throughput of an app served in the test's own process move with whatever
+# else the machine runs: on the 2-core CI machine one busy neighbour moved the statistics
+# endpoint's p95 by +43 % (and rps by -18 %) with the code unchanged. A 50 % tolerance keeps the
+# verdicts trustworthy there and still catches what matters in this app (the N+1 dashboards
+# loader is 4x slower); the exact guards are the query counts and payload sizes of the other
+# example tests. On a dedicated runner, tighten it.
+TOLERANCE = "50%"
 
-@pytest.mark.perf(p95="100ms", error_rate="1%", rps=100)
+
+@pytest.mark.perf(p95="100ms", error_rate="1%", rps=100, tolerance=TOLERANCE)
 def test_connector_metadata_is_served_from_the_cache(
     perf_load: PerfLoad, app: web.Application
 ) -> None:
@@ -35,7 +43,7 @@ def test_connector_metadata_is_served_from_the_cache(
     assert app[cache_key].stats.hit_ratio >= 0.7
 
 
-@pytest.mark.perf(p95="1s", error_rate="1%", rps=5)
+@pytest.mark.perf(p95="1s", error_rate="1%", rps=5, tolerance=TOLERANCE)
 def test_statistics_endpoint(perf_load: PerfLoad, app: web.Application) -> None:
     # the aggregation runs in the handler and holds the event loop: one user shows its own
     # latency; more users would only measure their queue
@@ -51,7 +59,7 @@ def test_statistics_endpoint(perf_load: PerfLoad, app: web.Application) -> None:
     result.check("med < 500ms", "max < 2s", "error_rate < 1%")
 
 
-@pytest.mark.perf(error_rate="1%")
+@pytest.mark.perf(error_rate="1%", tolerance=TOLERANCE)
 def test_dashboard_traffic_mix_at_a_steady_arrival_rate(
     perf_load: PerfLoad, app: web.Application
 ) -> None:
@@ -78,7 +86,7 @@ def test_dashboard_traffic_mix_at_a_steady_arrival_rate(
     result["dashboards"].check("p(90) < 250ms")
 
 
-@pytest.mark.perf(p99="2s", error_rate="5%")
+@pytest.mark.perf(p99="2s", error_rate="5%", tolerance=TOLERANCE)
 def test_guide_alert_thresholds(perf_load: PerfLoad, app: web.Application) -> None:
     # the guide's own scenario: users that wait 0.1 s between requests, and its alert levels
     # (response time 2 s, error rate 5 %) as budgets
