@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from .baseline import BaselineMetric
 from .metrics import Metric
 from .stats import compare_distributions, compare_exact
 from .units import format_change, format_value
 
-__all__ = ["VERDICTS", "Verdict", "judge"]
+__all__ = ["VERDICTS", "Verdict", "judge", "verdict_row"]
 
 VERDICTS = ("ok", "regressed", "improved", "new", "not comparable", "missing")
 
@@ -129,3 +131,26 @@ def judge(
         basis=comparison.basis,
         tolerance=tolerance,
     )
+
+
+def verdict_row(verdict: Verdict, base: BaselineMetric | None) -> dict[str, Any]:
+    """The verdict's part of a report row (JSON-able), with what the baseline stored."""
+    change = verdict.change
+    row: dict[str, Any] = {
+        "name": verdict.name,
+        "unit": verdict.unit,
+        "stat": verdict.stat,
+        "verdict": verdict.verdict,
+        "current": verdict.current,
+        "baseline": verdict.baseline,
+        "change": None if change is None or math.isinf(change) else change,  # JSON has no ∞
+        "p_value": verdict.p_value,
+        "basis": verdict.basis,
+    }
+    if base is not None:
+        row["baseline_summary"] = base.summary
+        if base.hdr:
+            row["baseline_hdr"] = base.hdr
+        if base.details:
+            row["baseline_details"] = base.details
+    return row

@@ -25,7 +25,7 @@ from .baseline import (
     machine_id,
     metric_entry,
 )
-from .compare import VERDICTS, Verdict, judge
+from .compare import VERDICTS, Verdict, judge, verdict_row
 from .metrics import BUDGET_HELP, BUDGET_KEYS, Budgets, Metric, Recorder, check_budgets
 from .report.junit import junit_properties
 from .settings import DEFAULTS, Settings, SettingsError, resolve
@@ -698,23 +698,11 @@ def _row(
     metric: Metric | None, verdict: Verdict, checks: list[Any], base: BaselineMetric | None
 ) -> dict[str, Any]:
     """One metric's line of the report: what reports and the summary need, JSON-able."""
-    row: dict[str, Any] = {
-        "name": verdict.name,
-        "unit": verdict.unit,
-        "stat": verdict.stat,
-        "verdict": verdict.verdict,
-        "current": verdict.current,
-        "baseline": verdict.baseline,
-        "change": verdict.change
-        if verdict.change is None or abs(verdict.change) != float("inf")
-        else None,
-        "p_value": verdict.p_value,
-        "basis": verdict.basis,
-        "budgets": [
-            {"budget": c.budget, "limit": c.limit, "measured": c.measured, "passed": c.passed}
-            for c in checks
-        ],
-    }
+    row = verdict_row(verdict, base)
+    row["budgets"] = [
+        {"budget": c.budget, "limit": c.limit, "measured": c.measured, "passed": c.passed}
+        for c in checks
+    ]
     if metric is not None:
         row.update(
             better=metric.better,
@@ -729,12 +717,6 @@ def _row(
             row["hdr"] = metric.histogram.encode()
         if metric.samples is not None:  # lets `bridgeperf compare` re-run the significance test
             row["samples"] = list(metric.samples)
-    if base is not None:
-        row["baseline_summary"] = base.summary
-        if base.hdr:
-            row["baseline_hdr"] = base.hdr
-        if base.details:
-            row["baseline_details"] = base.details
     return row
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..baseline import Baseline, BaselineMetric, machine_id
-from ..compare import VERDICTS, Verdict, judge
+from ..compare import VERDICTS, Verdict, judge, verdict_row
 from ..metrics import STATS, UNITS, Metric
 from .document import histogram_of
 
@@ -86,24 +86,7 @@ def _row(
         for k, v in original.items()
         if not k.startswith("baseline") and k not in ("verdict", "change", "p_value", "basis")
     }
-    change = verdict.change
-    row.update(
-        name=verdict.name,
-        unit=verdict.unit,
-        stat=verdict.stat,
-        verdict=verdict.verdict,
-        current=verdict.current,
-        baseline=verdict.baseline,
-        change=None if change is None or math.isinf(change) else change,
-        p_value=verdict.p_value,
-        basis=verdict.basis,
-    )
-    if base is not None:
-        row["baseline_summary"] = base.summary
-        if base.hdr:
-            row["baseline_hdr"] = base.hdr
-        if base.details:
-            row["baseline_details"] = base.details
+    row.update(verdict_row(verdict, base))
     return row
 
 
