@@ -202,7 +202,23 @@ def pytest_configure(config: pytest.Config) -> None:
             baseline = Baseline.load(settings.baseline_path)
         except BaselineError as exc:
             raise pytest.UsageError(str(exc)) from None
-        config.pluginmanager.register(PerfSession(config, settings, baseline), "bridgeperf-session")
+        session = PerfSession(config, settings, baseline)
+        config.pluginmanager.register(session, "bridgeperf-session")
+        # xdist's hooks are unknown to pluggy without xdist: register them only beside it
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(_XdistHooks(session), "bridgeperf-xdist")
+
+
+class _XdistHooks:
+    """The xdist controller's side of the session."""
+
+    def __init__(self, session: PerfSession) -> None:
+        self.session = session
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker finished: note its full collection (before deselection), for missing/prune."""
+        for nodeid in getattr(node, "workeroutput", {}).get("bridgeperf_collected", []):
+            self.session.note_collected(nodeid)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so validation covers every perf test
@@ -281,19 +297,14 @@ class PerfSession:
     @pytest.hookimpl(tryfirst=True)  # see every collected test, before -k/-m deselect some
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
-            self._note_collected(item.nodeid)
+            self.note_collected(item.nodeid)
         if self.worker:
             output: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
             output["bridgeperf_collected"] = sorted(self.collected)
 
-    def _note_collected(self, nodeid: str) -> None:
+    def note_collected(self, nodeid: str) -> None:
         self.collected.add(nodeid)
         self.collected_files.add(nodeid.split("::", 1)[0])
-
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """xdist controller: the worker's full collection (before deselection)."""
-        for nodeid in getattr(node, "workeroutput", {}).get("bridgeperf_collected", []):
-            self._note_collected(nodeid)
 
     # running ---------------------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
