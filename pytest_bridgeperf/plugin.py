@@ -128,7 +128,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-markdown",
         "perf_markdown",
         "PATH",
-        "write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)",
+        "write a Markdown summary",
+    )
+    parser.addini(
+        "perf_step_summary",
+        "append the Markdown summary to $GITHUB_STEP_SUMMARY when it is set (default: true)",
+        type="bool",
+        default=True,
     )
     value(
         "--perf-html",
@@ -584,7 +590,10 @@ class PerfSession:
             settings.html_path,
             settings.openmetrics_path,
         )
-        if all(path is None for path in outputs):
+        from .report.markdown import STEP_SUMMARY_ENV
+
+        step_summary = settings.step_summary and bool(os.environ.get(STEP_SUMMARY_ENV))
+        if all(path is None for path in outputs) and not step_summary:
             return
         from .report import write_outputs
         from .report.document import dumps_json, write_text
@@ -598,6 +607,7 @@ class PerfSession:
                 markdown=settings.markdown_path,
                 html=settings.html_path,
                 openmetrics=settings.openmetrics_path,
+                step_summary=settings.step_summary,
             )
         except OSError as exc:  # a report that cannot be written must not hide the results
             self.report_errors.append(f"cannot write a report: {exc}")

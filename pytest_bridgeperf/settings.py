@@ -51,7 +51,8 @@ class Settings:
     memory_lines: bool = False  # --perf-memory-lines
     confirm: int = 1  # reruns that must reproduce a timing regression before it fails
     quiet: bool = False  # pytest -q: no live progress lines
-    markdown_path: Path | None = None  # --perf-markdown (also appended to $GITHUB_STEP_SUMMARY)
+    markdown_path: Path | None = None  # --perf-markdown
+    step_summary: bool = True  # append the Markdown summary to $GITHUB_STEP_SUMMARY when set
     html_path: Path | None = None  # --perf-html
     openmetrics_path: Path | None = None  # --perf-openmetrics
 
@@ -178,6 +179,7 @@ def resolve(
         memory_lines=_flag(cli.get("perf_memory_lines"), ini("perf_memory_lines")),
         quiet=bool(cli.get("quiet")),
         markdown_path=output("perf_markdown"),
+        step_summary=_flag(None, ini("perf_step_summary")),
         html_path=output("perf_html"),
         openmetrics_path=output("perf_openmetrics"),
     )

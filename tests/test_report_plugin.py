@@ -132,6 +132,27 @@ def test_markdown_is_appended_to_the_github_step_summary(
     assert (project.path / "perf.md").read_text() in text
 
 
+def test_step_summary_is_automatic_under_github_actions(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No option needed: GitHub Actions sets GITHUB_STEP_SUMMARY, the summary lands there."""
+    summary = project.path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    project.runpytest("--perf").assert_outcomes(passed=2)
+    assert summary.read_text().startswith("## ✅ Performance: 0 regressed")
+    assert not (project.path / "perf.md").exists()
+
+
+def test_step_summary_can_be_turned_off(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = project.path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    project.makeini("[pytest]\nperf_step_summary = false\n")
+    project.runpytest("--perf").assert_outcomes(passed=2)
+    assert not summary.exists()
+
+
 def test_an_unwritable_report_is_reported_not_raised(project: pytest.Pytester) -> None:
     (project.path / "blocker").write_text("a file, not a directory")
     result = project.runpytest("--perf", "--perf-html=blocker/perf.html")

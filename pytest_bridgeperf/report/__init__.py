@@ -21,18 +21,22 @@ def write_outputs(
     markdown: Path | None = None,
     html: Path | None = None,
     openmetrics: Path | None = None,
+    step_summary: bool = True,
     environ: Mapping[str, str] = os.environ,
 ) -> list[Path]:
-    """Write the requested reports of ``document``; the Markdown summary is also appended to
-    ``$GITHUB_STEP_SUMMARY`` when that is set. Returns the files written."""
-    written: list[Path] = []
-    if markdown is not None:
-        from .markdown import append_step_summary, render_markdown
+    """Write the requested reports of ``document``; with ``step_summary`` the Markdown summary
+    is also appended to ``$GITHUB_STEP_SUMMARY`` when that is set (GitHub Actions), whether or
+    not a Markdown file was asked for. Returns the files written."""
+    from .markdown import STEP_SUMMARY_ENV, append_step_summary, render_markdown
 
+    written: list[Path] = []
+    to_step_summary = step_summary and bool(environ.get(STEP_SUMMARY_ENV))
+    if markdown is not None or to_step_summary:
         text = render_markdown(document)
-        write_text(markdown, text)
-        written.append(markdown)
-        summary = append_step_summary(text, environ)
+        if markdown is not None:
+            write_text(markdown, text)
+            written.append(markdown)
+        summary = append_step_summary(text, environ) if to_step_summary else None
         if summary is not None:
             written.append(summary)
     if html is not None:
