@@ -26,7 +26,7 @@ DEFAULTS: dict[str, str] = {
     "perf_baseline": "perf-baseline.json",
     "perf_tolerance": "10%",
     "perf_env": "default",
-    "perf_min_delta": "200us",
+    "perf_min_delta": "1ms",
     "perf_alpha": "0.01",
     "perf_max_duration": "60s",
     "perf_confirm": "1",
@@ -44,7 +44,7 @@ class Settings:
     env: str = "default"
     report_path: Path | None = None
     strict: bool = False
-    min_delta: float = 200e-6  # absolute floor of a timing regression, seconds
+    min_delta: float = 1e-3  # absolute floor of a timing regression, seconds
     alpha: float = 0.01  # significance level of the timing test
     allowed_hosts: tuple[str, ...] = ()  # load targets beyond loopback
     max_duration: float = 60.0  # hard cap of one load run, seconds

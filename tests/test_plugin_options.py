@@ -88,7 +88,7 @@ OPTIONS = [
     ("tolerance", ["--perf-tolerance=25"], "perf_tolerance = 25%", 0.25),
     ("env", ["--perf-env=ci"], "perf_env = ci", "ci"),
     ("strict", ["--perf-strict"], "perf_strict = true", True),
-    ("min_delta", ["--perf-min-delta=1ms"], "perf_min_delta = 1ms", 0.001),
+    ("min_delta", ["--perf-min-delta=2ms"], "perf_min_delta = 2ms", 0.002),
     ("memory_lines", ["--perf-memory-lines"], "perf_memory_lines = true", True),
 ]
 DEFAULTS = {
@@ -96,7 +96,7 @@ DEFAULTS = {
     "tolerance": 0.10,
     "env": "default",
     "strict": False,
-    "min_delta": 200e-6,
+    "min_delta": 1e-3,
     "memory_lines": False,
 }
 

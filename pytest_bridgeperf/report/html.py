@@ -302,7 +302,7 @@ def render_html(document: Mapping[str, Any], *, title: str = "Performance report
         settings_text = (
             f"tolerance {float(settings.get('tolerance', 0.1)) * 100:g} %, "
             f"α = {settings.get('alpha', 0.01)}, "
-            f"floor {format_value(float(settings.get('min_delta', 0.0002)), 's')}"
+            f"floor {format_value(float(settings.get('min_delta', 0.001)), 's')}"
         )
     sections = "".join(_test_section(i, nodeid, test) for i, (nodeid, test) in enumerate(tests))
     counts = {status: 0 for status in STATUS_ORDER}

@@ -104,7 +104,7 @@ def recompare(
     env = options.env or str(report.get("environment") or "default")
     settings: Mapping[str, Any] = report.get("settings", {})
     min_delta = (
-        options.min_delta if options.min_delta is not None else settings.get("min_delta", 200e-6)
+        options.min_delta if options.min_delta is not None else settings.get("min_delta", 1e-3)
     )
     alpha = options.alpha if options.alpha is not None else settings.get("alpha", 0.01)
     default_tolerance = settings.get("tolerance", 0.10)
