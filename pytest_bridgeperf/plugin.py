@@ -11,7 +11,7 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +243,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _parse_budgets(item: pytest.Item) -> Budgets:
     merged: dict[str, Any] = {}
-    # closest marker first: function-level budgets override class/module-level ones
+    # iter_markers yields the closest marker first: apply it last, so a function's budgets
+    # override its class's and module's
     for marker in reversed(list(item.iter_markers("perf"))):
         if marker.args:
             raise pytest.UsageError(
@@ -272,11 +273,6 @@ class _Evaluation:
 class _TestOutcome:
     payload: dict[str, Any] | None = None
     failed: bool = False
-
-
-@dataclass
-class _Totals:
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
 
 
 class PerfSession:
