@@ -14,6 +14,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from .callables import TaskSlot
 from .engine import Run
 from .options import LoadOptions, encode_dynamic_body
 from .safety import LoadTargetError, Target, check_allowed, parse_url
@@ -44,53 +45,20 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class AiohttpSlot:
-    __slots__ = ("engine", "req", "run", "sent_ns", "start_ns", "task")
+class AiohttpSlot(TaskSlot):
+    __slots__ = ("engine",)
+
+    backoff = _BACKOFF
 
     def __init__(self, engine: AiohttpEngine) -> None:
+        super().__init__(engine.run)
         self.engine = engine
-        self.run = engine.run
-        self.req = 0
-        self.start_ns = 0
-        self.sent_ns = 0
-        self.task: asyncio.Task[None] | None = None
 
-    def begin(self, req: int, start_ns: int) -> None:
-        self.req = req
-        self.start_ns = start_ns
-        self.sent_ns = perf_counter_ns()
-        self.task = self.run.loop.create_task(self._do(req, start_ns))
+    async def _send(self, req: int) -> tuple[int, int]:
+        return await self.engine.request(req)
 
-    async def _do(self, req: int, start_ns: int) -> None:
-        me = self.task
-        try:
-            status, nbytes = await self.engine.request(req)
-        except asyncio.CancelledError:
-            if self.task is me and self.start_ns:  # cancelled by the end of the run
-                self.start_ns = 0
-            raise
-        except Exception as exc:
-            if self.task is not me or not self.start_ns:
-                return
-            self.start_ns = 0
-            self.run.fail(self, req, start_ns, _kind(exc), backoff=_BACKOFF)
-            return
-        now = perf_counter_ns()
-        if self.task is not me or not self.start_ns:
-            return
-        self.start_ns = 0
-        self.run.ok(self, req, start_ns, now, status, nbytes)
-
-    def abort(self, kind: str) -> None:
-        if self.start_ns:
-            start, self.start_ns = self.start_ns, 0
-            if self.task is not None:
-                self.task.cancel()
-            self.run.fail(self, self.req, start, kind)
-
-    def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+    def _error_kind(self, exc: Exception) -> str:
+        return _kind(exc)
 
 
 class AiohttpEngine:

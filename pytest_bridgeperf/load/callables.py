@@ -23,16 +23,29 @@ __all__ = ["AsyncCallableEngine", "run_sync_callable"]
 perf_counter_ns = time.perf_counter_ns
 
 
-class AsyncSlot:
-    __slots__ = ("fn", "req", "run", "sent_ns", "start_ns", "task")
+class TaskSlot:
+    """A user whose requests run as asyncio tasks (async callables, the aiohttp engine).
 
-    def __init__(self, run: Run, fn: Callable[[], Awaitable[Any]]) -> None:
+    Subclasses say how one request is sent (``_send``) and how its failures are named."""
+
+    __slots__ = ("req", "run", "sent_ns", "start_ns", "task")
+
+    #: seconds a user waits after a failed request before its next one (0: none)
+    backoff = 0.0
+
+    def __init__(self, run: Run) -> None:
         self.run = run
-        self.fn = fn
         self.req = 0
         self.start_ns = 0
         self.sent_ns = 0
         self.task: asyncio.Task[None] | None = None
+
+    async def _send(self, req: int) -> tuple[int, int]:
+        """Send request ``req``; return (status, bytes received)."""
+        raise NotImplementedError
+
+    def _error_kind(self, exc: Exception) -> str:
+        return type(exc).__name__
 
     def begin(self, req: int, start_ns: int) -> None:
         self.req = req
@@ -43,20 +56,20 @@ class AsyncSlot:
     async def _do(self, req: int, start_ns: int) -> None:
         me = self.task
         try:
-            await self.fn()
+            status, nbytes = await self._send(req)
         except asyncio.CancelledError:
-            if self.task is me and self.start_ns:
+            if self.task is me and self.start_ns:  # cancelled by the end of the run
                 self.start_ns = 0
             raise
         except Exception as exc:
             if self.task is me and self.start_ns:
                 self.start_ns = 0
-                self.run.fail(self, req, start_ns, type(exc).__name__)
+                self.run.fail(self, req, start_ns, self._error_kind(exc), backoff=self.backoff)
             return
         now = perf_counter_ns()
         if self.task is me and self.start_ns:
             self.start_ns = 0
-            self.run.ok(self, req, start_ns, now, 200, 0)
+            self.run.ok(self, req, start_ns, now, status, nbytes)
 
     def abort(self, kind: str) -> None:
         if self.start_ns:
@@ -68,6 +81,21 @@ class AsyncSlot:
     def close(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+
+class AsyncSlot(TaskSlot):
+    """A user calling an async callable: a call that returns is a 200, one that raises an error
+    named by its exception type."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, run: Run, fn: Callable[[], Awaitable[Any]]) -> None:
+        super().__init__(run)
+        self.fn = fn
+
+    async def _send(self, req: int) -> tuple[int, int]:
+        await self.fn()
+        return 200, 0
 
 
 class AsyncCallableEngine:
