@@ -57,25 +57,11 @@ def judge(
 ) -> Verdict:
     """The verdict for ``current``. ``comparable`` is False when the baseline entry was measured
     on a machine with another fingerprint: noisy metrics are then not judged."""
-    if base is None:
+    if base is None or base.unit != current.unit or base.better != current.better:
+        # a metric whose unit or direction changed starts afresh, like one never measured
+        basis = "no baseline yet" if base is None else f"baseline was {base.unit}/{base.better}"
         return Verdict(
-            current.name,
-            "new",
-            current.unit,
-            current.stat,
-            current.value,
-            None,
-            basis="no baseline yet",
-        )
-    if base.unit != current.unit or base.better != current.better:
-        return Verdict(
-            current.name,
-            "new",
-            current.unit,
-            current.stat,
-            current.value,
-            None,
-            basis=f"baseline was {base.unit}/{base.better}",
+            current.name, "new", current.unit, current.stat, current.value, None, basis=basis
         )
     stat = base.stat if base.stat == current.stat or current.stat == "value" else current.stat
     cur_value = current.statistic(stat) if stat != "value" else current.value
