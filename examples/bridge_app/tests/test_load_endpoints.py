@@ -63,13 +63,16 @@ def test_statistics_endpoint(perf_load: PerfLoad, app: web.Application) -> None:
 def test_dashboard_traffic_mix_at_a_steady_arrival_rate(
     perf_load: PerfLoad, app: web.Application
 ) -> None:
-    # the open model: 100 requests/s whatever the app does, latencies counted from the intended
-    # send time, so a slow spell shows in the tail instead of hiding behind waiting users
+    # the open model: 40 requests/s whatever the app does, latencies counted from the intended
+    # send time, so a slow spell shows in the tail instead of hiding behind waiting users. The
+    # rate keeps the app's single event loop about half busy: near full utilisation the tail is
+    # queueing, which swings by several times with the smallest change in the machine's speed
+    # (at 100 requests/s this mix measured p95 19 ms in one run and 58 ms in the next).
     result = perf_load(
         app,
-        rate=100,
+        rate=40,
         users=32,
-        duration="2s",
+        duration="4s",
         name="bridge mix",
         mix=[
             Request("/api/v1/dashboards?page=1&page_size=20", name="dashboards", weight=5),
@@ -82,7 +85,7 @@ def test_dashboard_traffic_mix_at_a_steady_arrival_rate(
         ],
     )
     assert result.dropped == 0
-    result.check("p(95) < 250ms", "error_rate < 1%", "rps >= 95")
+    result.check("p(95) < 250ms", "error_rate < 1%", "rps >= 38")
     result["dashboards"].check("p(90) < 250ms")
 
 
