@@ -43,9 +43,7 @@ def setup_and_call(item: pytest.Item) -> list[pytest.TestReport]:
     return reports
 
 
-def teardown(
-    item: pytest.Item, nextitem: pytest.Item | None, *, keep: bool
-) -> pytest.TestReport:
+def teardown(item: pytest.Item, nextitem: pytest.Item | None, *, keep: bool) -> pytest.TestReport:
     """Tear the item down, without logging the report.
 
     ``keep``: another run of the same item follows, so tear down only the item's own fixtures
@@ -89,7 +87,8 @@ def _fresh(item: pytest.Item) -> None:
     anyitem: Any = item
     if hasattr(anyitem, "_request") and not anyitem._request:
         anyitem._initrequest()
-    if getattr(anyitem, "_instance", None) is not None and getattr(anyitem, "_bridgeperf_ran", False):
+    ran_before = getattr(anyitem, "_bridgeperf_ran", False)
+    if ran_before and getattr(anyitem, "_instance", None) is not None:
         # both are recomputed lazily on the next access to ``item.obj``
         del anyitem._instance
         anyitem._obj = None

@@ -6,30 +6,22 @@ State lives on ``config.stash`` / ``item.stash`` only.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .baseline import (
-    Baseline,
-    BaselineError,
-    BaselineMetric,
-    machine_fingerprint,
-    machine_id,
-    metric_entry,
-)
-from .compare import VERDICTS, Verdict, judge, verdict_row
-from .metrics import BUDGET_HELP, BUDGET_KEYS, Budgets, Metric, Recorder, check_budgets
-from .report.junit import junit_properties
+from .baseline import Baseline, BaselineError, machine_fingerprint, machine_id
+from .compare import VERDICTS, Verdict
+from .evaluation import report_row
+from .metrics import BUDGET_HELP, BUDGET_KEYS, Budgets
+from .rounds import BodyProbes, RoundRunner
 from .settings import DEFAULTS, Settings, SettingsError, resolve
-from .units import format_value
+from .state import budgets_key, fresh_recorder, recorder_for, settings_key
 
 pytest_plugins = ["pytest_bridgeperf.fixtures"]
 
@@ -37,24 +29,9 @@ __all__ = ["baseline_value", "recorder_for", "settings_key"]
 
 SKIP_REASON = "perf test: run with --perf"
 
-settings_key = pytest.StashKey[Settings]()
-_recorder_key = pytest.StashKey[Recorder]()
-_budgets_key = pytest.StashKey[Budgets]()
-_outcome_key = pytest.StashKey[dict[str, Any]]()
-
-#: Marker budgets that need the whole test body measured, and the module that measures them.
-_BODY_PROBES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("queries",), "pytest_bridgeperf.queries"),
-    (("memory", "rss"), "pytest_bridgeperf.memory"),
-)
-
-
-def recorder_for(item: pytest.Item) -> Recorder:
-    """The metric recorder of ``item`` (created on first use)."""
-    recorder = item.stash.get(_recorder_key, None)
-    if recorder is None:
-        recorder = item.stash[_recorder_key] = Recorder()
-    return recorder
+#: The name under which the pytest session of one side of ``--perf-against`` registers its
+#: worker plugin: in that session perf tests run (never skipped) and only measure.
+SIDE_PLUGIN = "bridgeperf-side"
 
 
 def baseline_value(item: pytest.Item, metric: str) -> float | None:
@@ -203,16 +180,28 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[settings_key] = settings
-    if settings.enabled:
+    side = config.pluginmanager.get_plugin(SIDE_PLUGIN) is not None
+    if settings.enabled or side:
+        config.pluginmanager.register(BodyProbes(), "bridgeperf-probes")
+    if settings.enabled and not side:
         try:
             baseline = Baseline.load(settings.baseline_path)
         except BaselineError as exc:
             raise pytest.UsageError(str(exc)) from None
         session = PerfSession(config, settings, baseline)
         config.pluginmanager.register(session, "bridgeperf-session")
+        runner = RoundRunner(config, settings, baseline, session.fingerprint, session.worker)
+        config.pluginmanager.register(runner, "bridgeperf-rounds")
         # xdist's hooks are unknown to pluggy without xdist: register them only beside it
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(session), "bridgeperf-xdist")
+
+
+@pytest.hookimpl(tryfirst=True)  # before fixtures are set up: the `perf` fixture takes it
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Every run of a test records its own metrics: a round, an attempt of
+    pytest-rerunfailures, a test run again by ``--lf``."""
+    fresh_recorder(item)
 
 
 class _XdistHooks:
@@ -230,13 +219,14 @@ class _XdistHooks:
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so validation covers every perf test
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     enabled = config.stash[settings_key].enabled
+    enabled = enabled or config.pluginmanager.get_plugin(SIDE_PLUGIN) is not None
     skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
         marker = item.get_closest_marker("perf")
         if marker is None:
             continue
         # validated even without --perf, so a typo fails the everyday run, not only CI's
-        item.stash[_budgets_key] = _parse_budgets(item)
+        item.stash[budgets_key] = _parse_budgets(item)
         if not enabled:
             item.add_marker(skip)
 
@@ -260,13 +250,6 @@ def _parse_budgets(item: pytest.Item) -> Budgets:
 
 # ---------------------------------------------------------------------------------------------
 # the session (registered only with --perf)
-
-
-@dataclass
-class _Evaluation:
-    failures: list[str]  # the failure message, line by line; empty when the test passes
-    confirmable: bool  # every failure is a timing-like regression: worth a confirming rerun
-    payload: dict[str, Any]  # what the report and the baseline update get
 
 
 @dataclass
@@ -308,149 +291,7 @@ class PerfSession:
         self.collected.add(nodeid)
         self.collected_files.add(nodeid.split("::", 1)[0])
 
-    # running ---------------------------------------------------------------------------------
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
-        recorder = recorder_for(item)
-        budgets = item.stash.get(_budgets_key, None)
-        with contextlib.ExitStack() as stack:
-            if budgets is not None:
-                for keys, module in _BODY_PROBES:
-                    if any(getattr(budgets, key) is not None for key in keys):
-                        probe = importlib.import_module(module).body_probe
-                        cm = probe(budgets, recorder, self.settings, _rerun(item))
-                        if cm is not None:
-                            stack.enter_context(cm)
-            result = yield
-        budgets = budgets or Budgets()
-        evaluation = self._evaluate(item, recorder, budgets)
-        reruns = 0
-        first_failure = ""
-        while evaluation.confirmable and reruns < self.settings.confirm:
-            # A timing regression on a shared machine may be a slow spell of the machine, not
-            # of the code: measure the test body once more and fail only if it reproduces.
-            reruns += 1
-            first_failure = first_failure or evaluation.failures[0]
-            earlier, recorder.metrics = recorder.metrics, {}
-            item.runtest()
-            for name, metric in earlier.items():  # metrics of body probes, not re-measured
-                recorder.metrics.setdefault(name, metric)
-            evaluation = self._evaluate(item, recorder, budgets)
-        if reruns:
-            note = (
-                f"confirmed by {reruns} rerun(s)"
-                if evaluation.failures
-                else f"first run {first_failure.removeprefix('perf: ')}; not reproduced on rerun"
-            )
-            evaluation.payload["confirmation"] = note
-            if evaluation.failures:
-                evaluation.failures.insert(1, f"  ({note})")
-        item.stash[_outcome_key] = evaluation.payload
-        item.user_properties.extend(junit_properties(evaluation.payload["metrics"]))
-        if evaluation.failures:
-            pytest.fail("\n".join(evaluation.failures), pytrace=False)
-        return result
-
-    def _evaluate(self, item: pytest.Item, recorder: Recorder, budgets: Budgets) -> _Evaluation:
-        """Budgets and baseline verdicts of the test's metrics."""
-        settings = self.settings
-        tolerance = budgets.tolerance if budgets.tolerance is not None else settings.tolerance
-        env = settings.env
-        base_metrics = self.baseline.metrics(env, item.nodeid)
-        base_machine = self.baseline.machine_of(env, item.nodeid)
-        comparable = base_machine is None or machine_id(base_machine) == self.machine
-        checks = check_budgets(recorder.metrics.values(), budgets)
-        failures: list[str] = []
-        explain: dict[str, str] = {}
-        for check in checks:
-            if not check.passed:
-                line = check.describe()
-                base = base_metrics.get(check.metric)
-                if base is not None:
-                    line += (
-                        f" — baseline {format_value(base.value, base.unit)}, "
-                        f"tolerance {tolerance * 100:g} %"
-                    )
-                failures.append(line)
-                explain[check.metric] = recorder.metrics[check.metric].details.get("explain", "")
-        rows: list[dict[str, Any]] = []
-        regressions: list[str] = []
-        noisy_regressions = 0
-        for name, metric in recorder.metrics.items():
-            verdict = judge(
-                metric,
-                base_metrics.get(name),
-                tolerance=tolerance,
-                min_delta=settings.min_delta,
-                alpha=settings.alpha,
-                comparable=comparable,
-            )
-            fails = (verdict.verdict == "regressed" and not settings.accept) or (
-                settings.strict and not settings.update and verdict.verdict in ("improved", "new")
-            )
-            if fails:
-                noisy_regressions += verdict.verdict == "regressed" and metric.noisy
-                line = f"✗ {verdict.describe()}: {verdict.verdict}"
-                if verdict.verdict == "improved":
-                    line += " (baseline is stale: run --perf-update)"
-                elif verdict.verdict == "new":
-                    line += " (no baseline entry; --perf-strict: run --perf-update)"
-                regressions.append(line)
-                diff = _diff_details(metric, base_metrics.get(name))
-                extra = "\n".join(x for x in (diff, metric.details.get("explain", "")) if x)
-                if extra:
-                    explain[name] = extra
-            checks_of = [c for c in checks if c.metric == name]
-            rows.append(_row(metric, verdict, checks_of, base_metrics.get(name)))
-        for name, base in base_metrics.items():
-            if name not in recorder.metrics:
-                verdict = Verdict(
-                    name, "missing", base.unit, base.stat, None, base.value, basis="not recorded"
-                )
-                rows.append(_row(None, verdict, [], base))
-                if settings.strict and not settings.update:
-                    regressions.append(f"✗ {verdict.describe()}: missing (--perf-strict)")
-        failures.extend(regressions)
-        entries = {
-            name: metric_entry(metric)
-            for name, metric in recorder.metrics.items()
-            if not (metric.noisy and metric.distorted)
-        }
-        kept = [n for n, m in recorder.metrics.items() if m.noisy and m.distorted]
-        payload = {
-            "metrics": rows,
-            "entries": entries,
-            "kept": kept,  # distorted timings: the stored entry (if any) stays as it was
-            "machine": self.fingerprint,
-            "worker": self.worker,
-            "tolerance": tolerance,
-        }
-        # only timing-like regressions may be a fluke of the machine; budgets and exact
-        # metrics fail at once
-        confirmable = bool(regressions) and len(failures) == len(regressions) == noisy_regressions
-        if not failures:
-            return _Evaluation([], False, payload)
-        # the first line is what `-rA`/the short summary shows: make it the most useful one
-        parts = [f"perf: {failures[0].removeprefix('✗ ')}"]
-        if len(failures) > 1:
-            parts.extend("  " + line for line in failures)
-        for name, text in explain.items():
-            if text:
-                parts.append(f"\n{name}:\n{text}")
-        return _Evaluation(parts, confirmable, payload)
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if report.when == "call":
-            payload = item.stash.get(_outcome_key, None)
-            if payload is not None:
-                # travels with the report to the xdist controller (reports serialise __dict__)
-                report.bridgeperf = payload  # type: ignore[attr-defined]
-        return report
-
+    # results -----------------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         outcome = self.outcomes.setdefault(report.nodeid, _TestOutcome())
         if report.failed:
@@ -545,7 +386,7 @@ class PerfSession:
                 verdict = Verdict(
                     name, "missing", base.unit, base.stat, None, base.value, basis="test not found"
                 )
-                rows.append(_row(None, verdict, [], base))
+                rows.append(report_row(None, verdict, [], base))
             tests[nodeid] = {"outcome": "missing", "metrics": rows}
         return {
             "tool": "pytest-bridgeperf",
@@ -633,8 +474,10 @@ class PerfSession:
         )
         for nodeid, payload in results:
             tr.write_line(nodeid, **status_markup(status_of(payload)))
-            if payload.get("confirmation"):
-                tr.write_line(f"  ({payload['confirmation']})", yellow=True)
+            if self.outcomes[nodeid].failed:
+                tr.write_line("  (the test failed: its metrics are shown, not written)", red=True)
+            for note in payload.get("notes", ()):
+                tr.write_line(f"  ({note})", yellow=True)
             for row in payload["metrics"]:
                 tr.write("  ")
                 for text, markup in metric_pieces(row, width):
@@ -685,56 +528,6 @@ class PerfSession:
                 f"{os.cpu_count()} core(s), so timings are noisier than in a serial run",
                 yellow=True,
             )
-
-
-def _rerun(item: pytest.Item) -> Callable[[], object]:
-    def rerun() -> object:
-        item.runtest()
-        return None
-
-    # the test function itself, for reports that trace it line by line (--perf-memory-lines)
-    rerun.function = getattr(item, "obj", None)  # type: ignore[attr-defined]
-    return rerun
-
-
-def _diff_details(metric: Metric, base: Any) -> str:
-    """Extra explanation of a regression that compares stored details (e.g. query fingerprints)."""
-    if base is None or metric.role != "queries":
-        return ""
-    try:
-        from .queries import fingerprint_diff
-    except ImportError:
-        return ""
-    try:
-        return str(fingerprint_diff(base.details, metric.details))
-    except Exception:  # a diff is a courtesy; never let it mask the verdict
-        return ""
-
-
-def _row(
-    metric: Metric | None, verdict: Verdict, checks: list[Any], base: BaselineMetric | None
-) -> dict[str, Any]:
-    """One metric's line of the report: what reports and the summary need, JSON-able."""
-    row = verdict_row(verdict, base)
-    row["budgets"] = [
-        {"budget": c.budget, "limit": c.limit, "measured": c.measured, "passed": c.passed}
-        for c in checks
-    ]
-    if metric is not None:
-        row.update(
-            better=metric.better,
-            n=metric.count,
-            noisy=metric.noisy,
-            summary=metric.summary(),
-            distorted=metric.distorted,
-            role=metric.role,
-            details=metric.details,
-        )
-        if metric.histogram is not None:
-            row["hdr"] = metric.histogram.encode()
-        if metric.samples is not None:  # lets `bridgeperf compare` re-run the significance test
-            row["samples"] = list(metric.samples)
-    return row
 
 
 def _relative(path: Path, root: Path) -> str:

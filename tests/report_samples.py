@@ -12,8 +12,8 @@ from typing import Any
 
 from pytest_bridgeperf.baseline import Baseline, machine_fingerprint, metric_entry
 from pytest_bridgeperf.compare import VERDICTS, judge
+from pytest_bridgeperf.evaluation import report_row as _row
 from pytest_bridgeperf.metrics import Budgets, Recorder, check_budgets
-from pytest_bridgeperf.plugin import _row
 from pytest_bridgeperf.stats import LatencyHistogram
 
 ENV = "default"

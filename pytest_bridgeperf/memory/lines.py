@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import sys
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 from .sites import is_user_file
 
-__all__ = ["line_report"]
+__all__ = ["LineReport", "line_profiling", "line_report"]
 
 _MIB = 2.0**20
 
@@ -41,15 +42,38 @@ def _heap_code_map(include_children: bool) -> Any:
     return HeapCodeMap(include_children=include_children, backend="psutil")
 
 
-def line_report(
-    run: Callable[[], object],
-    function: Callable[..., Any] | None = None,
-    heap: bool = True,
-) -> str:
-    """Run ``run()`` once under memory-profiler's line profiler and return its table.
+class LineReport:
+    """The table of one profiled run (read :meth:`text` after the run)."""
+
+    def __init__(self, profiler: Any, heap: bool) -> None:
+        self._profiler = profiler
+        self._heap = heap
+        self.error: BaseException | None = None
+
+    def text(self) -> str:
+        import memory_profiler
+
+        stream = io.StringIO()
+        memory_profiler.show_results(self._profiler, stream=stream, precision=2)
+        text = stream.getvalue().rstrip()
+        scale = "Python heap, MiB" if self._heap else "RSS, MiB"
+        if not text:
+            text = "(no line of the test function ran under the line profiler)"
+        header = f"line-by-line memory of the test function ({scale}; memory-profiler):"
+        if self.error is not None:
+            header += f"\n(the profiled run raised {type(self.error).__name__}: {self.error})"
+        return f"{header}\n{text}"
+
+
+@contextlib.contextmanager
+def line_profiling(
+    function: Callable[..., Any] | None = None, heap: bool = True
+) -> Iterator[LineReport]:
+    """Profile what runs inside the block line by line under memory-profiler.
 
     ``function``: the test function whose lines to report; when unknown, the first function of
-    the user's code that ``run`` calls. ``heap``: Python heap (tracemalloc) rather than RSS.
+    the user's code called in the block. ``heap``: Python heap (tracemalloc) rather than RSS.
+    An exception of the block is noted in the report and re-raised.
     """
     import memory_profiler
 
@@ -70,6 +94,7 @@ def line_report(
             found.append(frame.f_code)
         return profiler.trace_memory_usage(frame, event, arg)
 
+    report = LineReport(profiler, heap)
     started = False
     if heap and not tracemalloc.is_tracing():
         tracemalloc.start(1)
@@ -77,22 +102,24 @@ def line_report(
     previous = sys.gettrace()
     profiler._original_trace_function = previous
     sys.settrace(tracer)
-    error: BaseException | None = None
     try:
-        run()
-    except Exception as exc:  # the report of a failing rerun is still worth showing
-        error = exc
+        yield report
+    except BaseException as exc:
+        report.error = exc
+        raise
     finally:
         sys.settrace(previous)
         if started:
             tracemalloc.stop()
-    stream = io.StringIO()
-    memory_profiler.show_results(profiler, stream=stream, precision=2)
-    text = stream.getvalue().rstrip()
-    scale = "Python heap, MiB" if heap else "RSS, MiB"
-    if not text:
-        text = "(no line of the test function ran under the line profiler)"
-    header = f"line-by-line memory of the test function ({scale}; memory-profiler):"
-    if error is not None:
-        header += f"\n(the profiled rerun raised {type(error).__name__}: {error})"
-    return f"{header}\n{text}"
+
+
+def line_report(
+    run: Callable[[], object],
+    function: Callable[..., Any] | None = None,
+    heap: bool = True,
+) -> str:
+    """Run ``run()`` once under memory-profiler's line profiler and return its table (an
+    exception of ``run`` is noted in the table, not raised)."""
+    with contextlib.suppress(Exception), line_profiling(function, heap) as report:
+        run()
+    return report.text()

@@ -7,7 +7,6 @@ import it on first use, so reading a baseline never pays for it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .fingerprint import fingerprint, is_transaction_control
@@ -15,7 +14,6 @@ from .statements import NPlusOne, Statement, find_n_plus_one, fingerprint_diff, 
 
 if TYPE_CHECKING:
     from ..metrics import Budgets, Recorder
-    from ..settings import Settings
     from .capture import PerfQueries, QueryCapture
 
 __all__ = [
@@ -43,14 +41,12 @@ def __getattr__(name: str) -> Any:
 
 
 def body_probe(
-    budgets: Budgets,
-    recorder: Recorder,
-    settings: Settings,
-    rerun: Callable[[], object],
+    budgets: Budgets, recorder: Recorder, mode: str
 ) -> contextlib.AbstractContextManager[None] | None:
     """``@pytest.mark.perf(queries=N)``: count every statement of the test body (all engines)
-    and record it as the ``queries`` metric the budget applies to."""
-    if budgets.queries is None:
+    and record it as the ``queries`` metric the budget applies to. Only runs that measure
+    (``mode`` ``measure`` or ``confirm``) count; runs that explain another metric do not."""
+    if budgets.queries is None or mode not in ("measure", "confirm"):
         return None
     from .capture import QueryCapture
 
