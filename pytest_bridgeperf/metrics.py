@@ -109,6 +109,91 @@ class Metric:
     def format(self, value: float | None = None) -> str:
         return format_value(self.value if value is None else value, self.unit)
 
+    def to_json(self) -> dict[str, Any]:
+        """This metric as JSON-able data, whole (the histogram in HdrHistogram's compressed
+        encoding): what crosses from a ``--perf-against`` side to the controller.
+        :meth:`from_json` reads it back."""
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "better": self.better,
+            "value": self.value,
+            "stat": self.stat,
+            "noisy": self.noisy,
+            "role": self.role,
+            "histogram": None if self.histogram is None else self.histogram.encode(),
+            "samples": None if self.samples is None else list(self.samples),
+            "rounds": None if self.rounds is None else list(self.rounds),
+            "details": dict(self.details),
+            "distorted": self.distorted,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Metric:
+        """The metric :meth:`to_json` wrote; ``ValueError`` naming the metric and the field when
+        the data is not one."""
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"not a serialized metric (no name): {dict(data)!r:.200}")
+
+        def bad(field_name: str, why: str) -> ValueError:
+            return ValueError(f"metric {name!r}: field {field_name!r} {why}")
+
+        unit = data.get("unit")
+        if unit not in UNITS:
+            raise bad("unit", f"must be one of {', '.join(UNITS)}, got {unit!r}")
+        better = data.get("better")
+        if better not in ("lower", "higher"):
+            raise bad("better", f"must be 'lower' or 'higher', got {better!r}")
+        stat = data.get("stat", "value")
+        if stat != "value" and stat not in STATS:
+            raise bad("stat", f"must be 'value' or one of {', '.join(STATS)}, got {stat!r}")
+        value = data.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("value", f"must be a number, got {value!r}")
+        histogram = None
+        encoded = data.get("histogram")
+        if encoded is not None:
+            if not isinstance(encoded, str):
+                raise bad("histogram", "must be an HdrHistogram compressed encoding (a string)")
+            try:
+                histogram = LatencyHistogram.decode(encoded)
+            except ValueError as exc:
+                raise bad("histogram", str(exc)) from None
+
+        def numbers(field_name: str) -> list[float] | None:
+            raw = data.get(field_name)
+            if raw is None:
+                return None
+            if not isinstance(raw, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in raw
+            ):
+                raise bad(field_name, "must be a list of numbers")
+            return [float(v) for v in raw]
+
+        details = data.get("details") or {}
+        if not isinstance(details, Mapping):
+            raise bad("details", "must be a mapping")
+        role = data.get("role")
+        distorted = data.get("distorted")
+        for field_name, text in (("role", role), ("distorted", distorted)):
+            if text is not None and not isinstance(text, str):
+                raise bad(field_name, f"must be a string or null, got {text!r}")
+        return cls(
+            name=name,
+            unit=unit,
+            better=better,
+            value=float(value),
+            stat=stat,
+            noisy=bool(data.get("noisy", UNITS[unit])),
+            role=role,
+            samples=numbers("samples"),
+            histogram=histogram,
+            details=dict(details),
+            rounds=numbers("rounds"),
+            distorted=distorted,
+        )
+
 
 class Recorder:
     """Collects the metrics of one test. ``perf.record(...)`` and every fixture go through here."""
