@@ -125,3 +125,63 @@ def src_project(value: int) -> dict[str, str]:
                 perf.record("answer", srcpkg.answer(), unit="count")
             """,
     }
+
+
+def fixtures_project() -> dict[str, str]:
+    """Fixtures of every scope that log their setup and teardown to ``$FIXTURE_LOG`` (one line
+    each), a test class whose instance counts its own runs, and a session finalizer."""
+    return {
+        "conftest.py": """
+            import os
+            import pytest
+
+            def log(event):
+                with open(os.environ["FIXTURE_LOG"], "a", encoding="utf-8") as f:
+                    f.write(event + "\\n")
+
+            @pytest.fixture(scope="session")
+            def session_resource():
+                log("session-setup")
+                yield "session"
+                log("session-teardown")
+            """,
+        "tests/test_fixtures.py": """
+            import itertools
+            import pytest
+            from conftest import log
+
+            _made = itertools.count(1)
+
+            @pytest.fixture(scope="module")
+            def module_resource(session_resource):
+                log("module-setup")
+                yield {"rounds": 0}
+                log("module-teardown")
+
+            @pytest.fixture
+            def function_resource():
+                number = next(_made)
+                log(f"function-setup {number}")
+                yield {"number": number, "used": False}
+                log(f"function-teardown {number}")
+
+            def test_rounds(perf, module_resource, function_resource):
+                assert function_resource["used"] is False  # fresh: nobody used it before
+                function_resource["used"] = True
+                module_resource["rounds"] += 1
+                perf.record("module rounds", module_resource["rounds"], unit="count")
+                perf.record("function number", function_resource["number"], unit="count")
+
+            class TestInstance:
+                def test_fresh_instance(self, perf):
+                    self.runs = getattr(self, "runs", 0) + 1
+                    perf.record("instance runs", self.runs, unit="count")
+
+            def test_other_module_user(module_resource):
+                pass
+            """,
+        "tests/test_second.py": """
+            def test_elsewhere(session_resource):
+                assert session_resource == "session"
+            """,
+    }
