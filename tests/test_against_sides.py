@@ -399,10 +399,16 @@ def test_mode_and_options_reach_the_side(tmp_path: Path, make_side: MakeSide) ->
         root,
         {
             "tests/test_mode.py": """
+                from pytest_bridgeperf.state import round_key
+
                 def test_mode(request, perf):
                     side = request.config.pluginmanager.get_plugin("bridgeperf-side")
                     perf.record("warmup", int(side.request.mode == "warmup"), unit="count")
                     perf.record("rounds", side.request.options["rounds"], unit="count")
+                    # what the plugin's body probes read
+                    context = request.node.stash[round_key]
+                    perf.record("heap", int(context.mode == "heap"), unit="count")
+                    perf.record("number", context.number, unit="count")
                 """
         },
     )
@@ -410,6 +416,36 @@ def test_mode_and_options_reach_the_side(tmp_path: Path, make_side: MakeSide) ->
     side.start(["tests/test_mode.py"])
     result = side.run_round("tests/test_mode.py::test_mode", mode="warmup", options={"rounds": 7})
     assert (value(result, "warmup"), value(result, "rounds")) == (1, 7)
+    assert (value(result, "heap"), value(result, "number")) == (0, 1)
+    again = side.run_round("tests/test_mode.py::test_mode", mode="heap", options={"rounds": 7})
+    assert (value(again, "warmup"), value(again, "heap"), value(again, "number")) == (0, 1, 2)
+
+
+def test_marker_budgets_are_measured_in_a_side(tmp_path: Path, make_side: MakeSide) -> None:
+    """The plugin's side mode measures what the marker's budgets need (here the SQL statements
+    of the test body), round by round."""
+    pytest.importorskip("sqlalchemy")
+    root = tmp_path / "p"
+    write(
+        root,
+        {
+            "tests/test_budget.py": """
+                import pytest
+                import sqlalchemy as sa
+
+                @pytest.mark.perf(queries=10)
+                def test_three_queries():
+                    engine = sa.create_engine("sqlite://")
+                    with engine.connect() as connection:
+                        for _ in range(3):
+                            connection.execute(sa.text("select 1"))
+                """
+        },
+    )
+    side = make_side("B", root)
+    side.start(["tests/test_budget.py"])
+    for _ in range(2):
+        assert value(side.run_round("tests/test_budget.py::test_three_queries"), "queries") == 3
 
 
 def test_the_side_environment(tmp_path: Path, make_side: MakeSide) -> None:

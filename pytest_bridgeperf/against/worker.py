@@ -90,8 +90,9 @@ class SidePlugin:
         self.import_failures: list[dict[str, str]] = []
         self.collect_errors: list[dict[str, str]] = []
         self.current: pytest.Item | None = None
-        #: the round running now (None between rounds): for the main plugin's side mode
+        #: the round running now (None between rounds), with the controller's options
         self.request: RoundRequest | None = None
+        self.rounds: dict[str, int] = {}
         self.finish_error: str | None = None
 
     # start-up -------------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class SidePlugin:
         options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         from pytest_bridgeperf import itemrun
+        from pytest_bridgeperf.state import RoundContext, round_key
 
         item = items.get(nodeid)
         if item is None:
@@ -211,6 +213,9 @@ class SidePlugin:
         if self.current is not None and self.current is not item:
             finish_error = self._finish(item)
         self.request = RoundRequest(mode, dict(options or {}))
+        number = self.rounds[nodeid] = self.rounds.get(nodeid, 0) + 1
+        # what the run is for, as the plugin's body probes read it (measure, heap, warmup…)
+        item.stash[round_key] = RoundContext(mode=mode, number=number)
         _clear_sections(item)
         start = time.perf_counter()
         try:
