@@ -730,7 +730,10 @@ finally:
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_the_controller_stops_both_sides(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to", ["controller", "process group"])
+def test_ctrl_c_in_the_controller_stops_both_sides(tmp_path: Path, to: str) -> None:
+    """Ctrl-C at a terminal reaches the whole foreground process group (the controller and
+    both sides at once); ``kill -INT`` reaches the controller alone."""
     root = tmp_path / "p"
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -764,6 +767,7 @@ def test_ctrl_c_in_the_controller_stops_both_sides(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     try:
         assert controller.stdout is not None
@@ -774,7 +778,10 @@ def test_ctrl_c_in_the_controller_stops_both_sides(tmp_path: Path) -> None:
         while not (marks / "running").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (marks / "running").exists()
-        controller.send_signal(signal.SIGINT)  # to the controller only, not to the sides
+        if to == "controller":
+            controller.send_signal(signal.SIGINT)
+        else:
+            os.killpg(controller.pid, signal.SIGINT)
         _, err = controller.communicate(timeout=60)
     finally:
         if controller.poll() is None:
