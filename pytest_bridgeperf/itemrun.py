@@ -20,7 +20,7 @@ import pytest
 # The phases through every plugin's hooks (capture, logging, pytest-randomly's reseeding,
 # pytest-timeout's func_only timer, ...), without logging the report: the same function
 # pytest's own runtestprotocol uses, and pytest-rerunfailures relies on.
-from _pytest.runner import call_and_report, get_reraise_exceptions, show_test_item
+from _pytest.runner import call_and_report, get_reraise_exceptions
 
 if TYPE_CHECKING:
     from _pytest.nodes import Node
@@ -37,7 +37,7 @@ def setup_and_call(item: pytest.Item) -> list[pytest.TestReport]:
     reports = [call_and_report(item, "setup", log=False)]
     if reports[0].passed:
         if item.config.getoption("setupshow", False):
-            show_test_item(item)
+            _show_test_item(item)
         if not item.config.getoption("setuponly", False):
             reports.append(call_and_report(item, "call", log=False))
     return reports
@@ -80,11 +80,26 @@ def finish(item: pytest.Item, nextitem: pytest.Item | None) -> pytest.TestReport
     return report
 
 
+def _show_test_item(item: pytest.Item) -> None:
+    """``--setup-show``'s line for the item, as runtestprotocol writes it (its own helper's
+    signature changed in pytest 9.2)."""
+    writer = item.config.get_terminal_writer()
+    writer.line()
+    writer.write(" " * 8)
+    writer.write(item.nodeid)
+    used = sorted(getattr(item, "fixturenames", []))
+    if used:
+        writer.write(" (fixtures used: {})".format(", ".join(used)))
+    writer.flush()
+
+
 def _fresh(item: pytest.Item) -> None:
     """What a new run of the item needs: a new fixture request (so no function-scoped fixture
     value is reused) and, for a method, a new instance of its class (as pytest gives each test
     its own)."""
     anyitem: Any = item
+    # the captured output of earlier runs (pytest collects it on the item for one run's reports)
+    anyitem._report_sections = []
     if hasattr(anyitem, "_request") and not anyitem._request:
         anyitem._initrequest()
     ran_before = getattr(anyitem, "_bridgeperf_ran", False)

@@ -30,6 +30,9 @@ DEFAULTS: dict[str, str] = {
     "perf_alpha": "0.01",
     "perf_max_duration": "60s",
     "perf_confirm": "1",
+    "perf_against_rounds": "20",
+    "perf_against_max_time": "120s",
+    "perf_against_warmup": "1",
 }
 
 
@@ -55,6 +58,12 @@ class Settings:
     step_summary: bool = True  # append the Markdown summary to $GITHUB_STEP_SUMMARY when set
     html_path: Path | None = None  # --perf-html
     openmetrics_path: Path | None = None  # --perf-openmetrics
+    against: str | None = None  # --perf-against=REF: measure REF in the same run and compare
+    against_python: str | None = None  # --perf-against-python: the interpreter of REF's side
+    against_paths: tuple[str, ...] = ()  # ini perf_against_paths: REF's import roots
+    against_rounds: int = 20  # measured rounds per side and test, at most
+    against_max_time: float = 120.0  # seconds of one test's A/B trial, at most
+    against_warmup: int = 1  # unmeasured rounds per side before a test's first block
 
 
 def _flag(cli: object, ini: object) -> bool:
@@ -89,7 +98,12 @@ def resolve(
 
     update = _flag(cli.get("perf_update"), None)
     prune = _flag(cli.get("perf_prune"), None)
-    enabled = _flag(cli.get("perf"), ini("perf")) or update or prune
+    enabled = (
+        _flag(cli.get("perf"), ini("perf"))
+        or update
+        or prune
+        or bool(_text(cli.get("perf_against"), ini("perf_against"), None, ""))
+    )
     baseline = Path(
         _text(cli.get("perf_baseline"), ini("perf_baseline"), None, DEFAULTS["perf_baseline"])
     )
@@ -157,7 +171,54 @@ def resolve(
         confirm_parser,
         _text(cli.get("perf_confirm"), ini("perf_confirm"), None, DEFAULTS["perf_confirm"]),
     )
+    against = _text(cli.get("perf_against"), ini("perf_against"), None, "") or None
+    against_python = _text(cli.get("perf_against_python"), None, None, "") or None
+    if against is not None and (update or prune or accept):
+        raise SettingsError(
+            "--perf-against compares with another revision measured in the same run; it cannot "
+            "be combined with --perf-update/--perf-prune/--perf-accept, which write the "
+            "committed baseline"
+        )
+    if against_python is not None and against is None:
+        raise SettingsError("--perf-against-python only makes sense with --perf-against=REF")
+
+    def count_parser(low: int, high: int) -> Callable[[str], int]:
+        def parser(raw: str) -> int:
+            value = int(raw)
+            if not low <= value <= high:
+                raise ValueError(f"must be a whole number from {low} to {high}")
+            return value
+
+        return parser
+
+    against_rounds = parse(
+        "perf_against_rounds",
+        "ini perf_against_rounds",
+        count_parser(2, 1000),
+        _text(None, ini("perf_against_rounds"), None, DEFAULTS["perf_against_rounds"]),
+    )
+    against_warmup = parse(
+        "perf_against_warmup",
+        "ini perf_against_warmup",
+        count_parser(0, 100),
+        _text(None, ini("perf_against_warmup"), None, DEFAULTS["perf_against_warmup"]),
+    )
+    against_max_time = parse(
+        "perf_against_max_time",
+        "ini perf_against_max_time",
+        parse_duration,
+        _text(None, ini("perf_against_max_time"), None, DEFAULTS["perf_against_max_time"]),
+    )
+    paths_raw: Sequence[str] | str | None = ini("perf_against_paths")
+    if isinstance(paths_raw, str):
+        paths_raw = paths_raw.split()
     return Settings(
+        against=against,
+        against_python=against_python,
+        against_paths=tuple(p.strip() for p in (paths_raw or ()) if p.strip()),
+        against_rounds=against_rounds,
+        against_max_time=against_max_time,
+        against_warmup=against_warmup,
         confirm=confirm,
         enabled=enabled,
         baseline_path=baseline,

@@ -116,7 +116,9 @@ def test_load(perf_load, perf, app):
     ms = 9 if len(CALLS) in {slow} else 5
     perf.record("t", [ms / 1000 * (0.98 + 0.04 * i / 19) for i in range(20)])
 """
-    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makeini(
+        "[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n"
+    )
     pytester.makepyfile(test_rounds=source.replace("{slow}", "set()"))
     # (pytest-benchmark warns that it is off when this suite runs under xdist: an error here)
     quiet = ("-p", "no:benchmark")
