@@ -147,6 +147,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "perf_memory_lines",
         "for a test that broke its memory budget, add a line-by-line memory report",
     )
+    value(
+        "--perf-against",
+        "perf_against",
+        "REF",
+        "measure every perf test on REF too, interleaved in this run, and compare with it "
+        "instead of the baseline (a git revision, merge-base:REV, or another checkout's path)",
+    )
+    value(
+        "--perf-against-python",
+        None,
+        "PATH",
+        "with --perf-against: the interpreter of an environment where REF is installed",
+    )
+    parser.addini(
+        "perf_against_paths",
+        "with --perf-against: REF's import roots, relative to its checkout (default: detected)",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "perf_against_rounds",
+        "with --perf-against: measured rounds per side and test, at most "
+        f"(default: {DEFAULTS['perf_against_rounds']})",
+        default=DEFAULTS["perf_against_rounds"],
+    )
+    parser.addini(
+        "perf_against_max_time",
+        "with --perf-against: time one test's comparison may take, at most "
+        f"(default: {DEFAULTS['perf_against_max_time']})",
+        default=DEFAULTS["perf_against_max_time"],
+    )
+    parser.addini(
+        "perf_against_warmup",
+        "with --perf-against: unmeasured rounds per side before a test's first measured one "
+        f"(default: {DEFAULTS['perf_against_warmup']})",
+        default=DEFAULTS["perf_against_warmup"],
+    )
     parser.addini(
         "perf_alpha",
         f"significance level of the timing regression test (default: {DEFAULTS['perf_alpha']})",
@@ -170,7 +207,7 @@ def pytest_configure(config: pytest.Config) -> None:
     names = (
         "perf", "perf_baseline", "perf_update", "perf_accept", "perf_prune", "perf_tolerance",
         "perf_env", "perf_report", "perf_strict", "perf_min_delta", "perf_memory_lines",
-        "perf_confirm",
+        "perf_confirm", "perf_against", "perf_against_python",
         "perf_markdown", "perf_html", "perf_openmetrics",
     )  # fmt: skip
     cli = {name: config.getoption(name, None) for name in names}
