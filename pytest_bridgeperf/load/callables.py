@@ -219,8 +219,10 @@ def run_sync_callable(
         threading.Thread(target=user, args=(st,), name=f"perf_load-user-{i}", daemon=True)
         for i, st in enumerate(stats)
     ]
+    from ..tracing import timing_distortion
     from .runner import quiet_gc
 
+    distorted = timing_distortion()  # in this thread; coverage traces the users' threads alike
     interrupted = False
     shown = False
     next_progress = start + 2_000_000_000
@@ -318,4 +320,5 @@ def run_sync_callable(
     result.dropped = max(0, intended - sent) if o.rate is not None else 0
     result.unfinished = unfinished
     result.interrupted = interrupted
+    result.distorted = distorted
     return result

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ..tracing import timing_distortion
 from ..units import format_duration
 from .options import LoadOptions
 from .result import LoadResult, NameCollector
@@ -109,6 +110,8 @@ class Run:
         #: closed model, no think time, bounded by duration: engines may inline the next send
         self.hot = not self.open and not self.think and self.remaining < 0
         self._issued = 0
+        #: a tracer or profiler active when the run started (its timings are not comparable)
+        self.distorted: str | None = None
 
     # ------------------------------------------------------------------------------ reporting
     def ok(self, slot: Slot, req: int, start_ns: int, now: int, status: int, nbytes: int) -> None:
@@ -231,6 +234,7 @@ class Run:
     def start(self, slots: Sequence[Slot], start_ns: int | None = None) -> None:
         o = self.options
         self.slots = list(slots)
+        self.distorted = timing_distortion()
         now = perf_counter_ns()
         self.start_ns = start_ns if start_ns is not None else now
         self.measure_start_ns = self.start_ns + int(o.warmup * 1e9)
@@ -409,6 +413,7 @@ class Run:
         total.target = target
         total.queued = self.queued
         total.intended = self.intended
+        total.distorted = self.distorted
         return total
 
 

@@ -113,6 +113,9 @@ class LoadResult:
     round_length: float = 1.0
     rounds: list[tuple[int, int]] = field(default_factory=list)  # (count, errors) per round
     target: str = ""
+    #: why this run's timings are not comparable (a tracer or profiler was active in a process
+    #: that measured: coverage, a debugger...), None when nothing was found
+    distorted: str | None = None
 
     # headline numbers -----------------------------------------------------------------------
     @property
@@ -262,6 +265,7 @@ class LoadResult:
             "round_length": self.round_length,
             "rounds": [list(r) for r in self.rounds],
             "target": self.target,
+            "distorted": self.distorted,
         }
 
     @classmethod
@@ -291,6 +295,7 @@ class LoadResult:
             round_length=data["round_length"],
             rounds=[(int(c), int(e)) for c, e in data["rounds"]],
             target=data["target"],
+            distorted=data.get("distorted"),
         )
 
 
@@ -341,6 +346,7 @@ def merge_results(parts: Iterable[LoadResult]) -> LoadResult:
         round_length=first.round_length,
         rounds=rounds[:full],
         target=first.target,
+        distorted="; ".join(dict.fromkeys(p.distorted for p in items if p.distorted)) or None,
     )
 
 

@@ -62,6 +62,8 @@ def child_main() -> None:
         sys.path[:] = conn.recv()
         target, opts, label, hosts = pickle.loads(conn.recv_bytes())
         result = _child_run(conn, target, opts, label, hosts)
+        if result.distorted:  # the parent records: say where the tracer was
+            result.distorted = f"{result.distorted} in a perf_load worker process"
         conn.send(("result", result.to_dict()))
     except BaseException as exc:  # report everything: the parent raises it with context
         try:
