@@ -218,7 +218,8 @@ def test_stalling_server_times_out_and_the_run_ends_on_time(server: str, engine:
         server + "/hang", {"users": 3, "duration": "1s", "timeout": "200ms", "engine": engine}
     )
     took = time.monotonic() - start
-    assert took < 2.5, took
+    # 1 s of run, then up to one request timeout (200 ms) waiting for the requests in flight
+    assert took < 2.7, took
     assert result.error_types.get("TimeoutError", 0) >= 9, result.summary()  # ~3 x 1s/0.2s
     assert result.errors == result.count
     assert result.latency_count == 0

@@ -27,7 +27,7 @@ def app():
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("-p", "no:cacheprovider", *args)
+    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 
 def test_results_are_recorded_per_name_and_marker_budgets_apply(

@@ -248,7 +248,10 @@ def run_sync_callable(
         finally:
             stop.set()
         stopped_ns = perf_counter_ns()
-    grace = time.monotonic() + min(1.0, o.timeout)
+    # calls in flight at the end are not counted, but the run waits for them (up to the
+    # request timeout) so that the code under test is not still running after it; after a
+    # Ctrl-C, only briefly
+    grace = time.monotonic() + (min(1.0, o.timeout) if interrupted else o.timeout)
     for t in threads:
         t.join(max(0.0, grace - time.monotonic()))
     unfinished = sum(t.is_alive() for t in threads)

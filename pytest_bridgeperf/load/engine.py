@@ -90,6 +90,8 @@ class Run:
         self.fatal: BaseException | None = None
         self.stop_ns = 0
         self.inflight = 0
+        self.unfinished = 0  # in flight when the measured window closed: never counted
+        self._drain: asyncio.TimerHandle | None = None
         self.remaining = options.requests if options.requests is not None else -1
         self.sent = 0
         self.late = 0
@@ -117,7 +119,11 @@ class Run:
     def ok(self, slot: Slot, req: int, start_ns: int, now: int, status: int, nbytes: int) -> None:
         """A response arrived (any status)."""
         self.inflight -= 1
-        if start_ns >= self.measure_start_ns and not self.stopped:
+        if self.stopped:  # draining: the measured window is closed
+            if self.inflight <= 0:
+                self._finish()
+            return
+        if start_ns >= self.measure_start_ns:
             c = self.collectors[req]
             c.lat.append(now - start_ns)
             c.count += 1
@@ -132,7 +138,11 @@ class Run:
     def fail(self, slot: Slot, req: int, start_ns: int, kind: str, *, backoff: float = 0.0) -> None:
         """The request in flight failed without a response (timeout, connection error...)."""
         self.inflight -= 1
-        if start_ns >= self.measure_start_ns and not self.stopped:
+        if self.stopped:
+            if self.inflight <= 0:
+                self._finish()
+            return
+        if start_ns >= self.measure_start_ns:
             self.collectors[req].error(kind)
         if backoff and not self.stopped:
             self.loop.call_later(backoff, self.next, slot)
@@ -329,15 +339,28 @@ class Run:
         if perf_counter_ns() < self.end_ns:  # loop timers are coarse (1 ms): wait it out
             self._handles.append(self.loop.call_soon(self._end))
             return
-        self.stop()
+        self.stop(drain=True)
 
-    def stop(self) -> None:
+    def stop(self, *, drain: bool = False) -> None:
+        """Close the measured window: nothing more is sent or counted. With ``drain`` the run
+        ends once the requests in flight have answered (at most ``timeout`` later), so the
+        server is not left working on them after the run (and after a ``perf_queries`` block
+        around it); otherwise at once."""
         if self.stopped:
             return
         self.stopped = True
         self.stop_ns = perf_counter_ns()
+        self.unfinished = self.inflight
         for handle in self._handles:
             handle.cancel()
+        if drain and self.inflight > 0:
+            self._drain = self.loop.call_later(self.options.timeout, self._finish)
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
         if not self.done.done():
             self.done.set_result(None)
 
@@ -346,10 +369,13 @@ class Run:
         if self.fatal is None:
             self.fatal = exc
         self.stop()
+        self._finish()
 
     def interrupt(self) -> None:
+        """Ctrl-C: end now, also when the run is waiting for its last answers."""
         self.interrupted = True
         self.stop()
+        self._finish()
 
     async def wait(self) -> None:
         try:
@@ -358,6 +384,7 @@ class Run:
             # Ctrl-C under asyncio.Runner cancels the main task: keep what was measured
             self.interrupted = True
             self.stop()
+            self._finish()
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -407,7 +434,7 @@ class Run:
         total.sent = self.sent
         total.late = self.late
         total.dropped = dropped
-        total.unfinished = self.inflight if self.stopped else 0
+        total.unfinished = self.unfinished
         total.interrupted = self.interrupted
         total.elapsed = elapsed
         total.target = target

@@ -114,9 +114,45 @@ def quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+class ServedApp:
+    """An ``aiohttp.web.Application`` served by the fixture, with its requests being handled
+    counted: the run returns only once the app has finished them."""
+
+    def __init__(self, url: str = "") -> None:
+        self.url = url
+        self.active = 0  # requests whose handler is running
+        self.handled = 0  # requests whose handler has returned (or raised)
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def count(self, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        async def counted(request: Any) -> Any:
+            self.active += 1
+            self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.active -= 1
+                self.handled += 1
+                if self.active == 0:
+                    self._idle.set()
+
+        return counted
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until no handler runs; False if one still does."""
+        if self.active == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 @asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
-    """Serve an ``aiohttp.web.Application`` on 127.0.0.1, an ephemeral port; yields its URL."""
+async def serve_app(app: Any) -> AsyncIterator[ServedApp]:
+    """Serve an ``aiohttp.web.Application`` on 127.0.0.1, an ephemeral port."""
     from aiohttp import web
 
     bound = getattr(app, "_loop", None)  # aiohttp ties an app to the first loop that ran it
@@ -126,14 +162,23 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
             "allow moving it; create the app per test (e.g. in a fixture), or use "
             "`await perf_load.arun(app, ...)` on the loop that owns it"
         )
+    # a short shutdown: handlers still running when the run ended (after waiting for them, or
+    # when the run was interrupted) are not waited for long
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
+    served = ServedApp()
     try:
-        # a short shutdown: handlers still running when the run ended are not waited for long
+        # Server.request_handler is what each new connection's protocol calls per request (read
+        # when the connection is made): counting there sees every handler to its end, also one
+        # whose client already went away (aiohttp does not cancel those by default)
+        server = runner.server
+        assert server is not None
+        server.request_handler = served.count(server.request_handler)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}"
+        served.url = f"http://127.0.0.1:{port}"
+        yield served
     finally:
         await runner.cleanup()
 
@@ -205,8 +250,13 @@ async def arun_load(
         return await _run_url(parsed, opts, hosts, progress)
     if _is_app(target):
         opts = build_options(options, max_duration=max_duration)
-        async with serve_app(target) as url:
-            return await _run_url(parse_url(url), opts, hosts, progress)
+        async with serve_app(target) as served:
+            result = await _run_url(parse_url(served.url), opts, hosts, progress)
+            # the client has its answers; the app may still be finishing a handler (a streamed
+            # response, cleanup after it): return when it is done, so nothing the run started
+            # still runs after it (a perf_queries block around it checks the pool at its exit)
+            await served.wait_idle(0.0 if result.interrupted else opts.timeout)
+            return result
     if callable(target):
         opts = build_options(options, max_duration=max_duration, is_callable=True)
         label = _label(opts, _callable_label(target))
