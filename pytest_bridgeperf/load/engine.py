@@ -22,6 +22,7 @@ from typing import Protocol
 
 from ..tracing import timing_distortion
 from ..units import format_duration
+from .interrupts import Deadline
 from .options import LoadOptions
 from .result import LoadResult, NameCollector
 
@@ -67,8 +68,12 @@ class Run:
         *,
         label: str,
         progress: ProgressCallback | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.options = options
+        self.deadline = deadline
+        #: why the run was cut short before its end (the deadline's reason), None otherwise
+        self.stopped_by: str | None = None
         self.loop = loop
         self.label = label
         self.progress = progress
@@ -257,6 +262,10 @@ class Run:
         loop = self.loop
         self._handles.append(loop.call_at(self._loop_time(self._round_end), self._round))
         self._handles.append(loop.call_at(self._loop_time(self.end_ns), self._end))
+        if self.deadline is not None:
+            cut_ns = self.deadline.perf_counter_ns()
+            if cut_ns < self.end_ns:
+                self._handles.append(loop.call_at(self._loop_time(cut_ns), self._cut))
         sweep = max(0.005, min(0.05, o.timeout / 4))
         self._sweep_every = sweep
         self._handles.append(loop.call_later(sweep, self._sweep))
@@ -358,6 +367,19 @@ class Run:
         else:
             self._finish()
 
+    def _cut(self) -> None:
+        """The deadline came before the end."""
+        if self.deadline is not None:
+            self.halt(self.deadline.reason)
+
+    def halt(self, reason: str) -> None:
+        """End the run now, cut short by ``reason`` (a deadline, the test's timeout): nothing
+        is waited for, and the result says why (``stopped_by``)."""
+        if self.stopped_by is None and not self.done.done():
+            self.stopped_by = reason
+        self.stop()
+        self._finish()
+
     def _finish(self) -> None:
         if self._drain is not None:
             self._drain.cancel()
@@ -396,7 +418,8 @@ class Run:
         o = self.options
         stopped_at = self.stop_ns or perf_counter_ns()
         elapsed = max(0.0, (min(stopped_at, self.end_ns) - self.measure_start_ns) / 1e9)
-        if o.duration is not None and not self.interrupted and stopped_at >= self.end_ns:
+        ended = not self.interrupted and self.stopped_by is None
+        if o.duration is not None and ended and stopped_at >= self.end_ns:
             elapsed = o.duration  # the timer fired a hair late: the run lasted what was asked
         dropped = self.dropped + sum(1 for _, t in self.pending if t >= self.measure_start_ns)
         round_s = self.round_ns / 1e9
@@ -441,6 +464,7 @@ class Run:
         total.queued = self.queued
         total.intended = self.intended
         total.distorted = self.distorted
+        total.stopped_by = self.stopped_by
         return total
 
 

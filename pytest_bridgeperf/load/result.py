@@ -116,6 +116,8 @@ class LoadResult:
     #: why this run's timings are not comparable (a tracer or profiler was active in a process
     #: that measured: coverage, a debugger...), None when nothing was found
     distorted: str | None = None
+    #: why the run was cut short (a deadline, e.g. the test's pytest-timeout), None otherwise
+    stopped_by: str | None = None
 
     # headline numbers -----------------------------------------------------------------------
     @property
@@ -266,6 +268,7 @@ class LoadResult:
             "rounds": [list(r) for r in self.rounds],
             "target": self.target,
             "distorted": self.distorted,
+            "stopped_by": self.stopped_by,
         }
 
     @classmethod
@@ -296,6 +299,7 @@ class LoadResult:
             rounds=[(int(c), int(e)) for c, e in data["rounds"]],
             target=data["target"],
             distorted=data.get("distorted"),
+            stopped_by=data.get("stopped_by"),
         )
 
 
@@ -347,6 +351,7 @@ def merge_results(parts: Iterable[LoadResult]) -> LoadResult:
         rounds=rounds[:full],
         target=first.target,
         distorted="; ".join(dict.fromkeys(p.distorted for p in items if p.distorted)) or None,
+        stopped_by=next((p.stopped_by for p in items if p.stopped_by), None),
     )
 
 
