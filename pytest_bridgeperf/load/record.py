@@ -9,6 +9,7 @@ distribution to work on rather than one number.
 from __future__ import annotations
 
 from ..metrics import Metric, Recorder
+from ..thresholds import describe_errors
 from .result import LoadResult
 
 __all__ = ["record_result"]
@@ -60,6 +61,9 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult, distorted: st
         noisy=True,
     )
     error_rates = result.round_error_rates()
+    # a failed error_rate budget (or regression) shows which errors, not only how many; the
+    # baseline never stores "explain"
+    explain = describe_errors(result.error_types, result.status_counts) if result.errors else ""
     error_rate = recorder.record(
         f"{base} error_rate",
         error_rates if len(error_rates) >= 2 else result.error_rate,
@@ -68,6 +72,7 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult, distorted: st
         stat="mean" if len(error_rates) >= 2 else None,
         role="error_rate",
         noisy=True,
+        details={"explain": explain} if explain else None,
     )
     recorded += [rps, error_rate]
     _mark_distorted(recorded, distorted)

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from .engine import ProgressCallback, Run, check_rate
+from .errors import check_errors
 from .interrupts import TIMEOUT_SIGNAL, Deadline, Stops, StopSignal, hold_alarm, sigint_stops
 from .options import LoadOptionError, LoadOptions, build_options
 from .result import LoadResult
@@ -186,7 +187,7 @@ def run_load(
 
             stop = StopSignal()
             with hold_alarm(stop, None):
-                return run_sync_callable(
+                result = run_sync_callable(
                     target,
                     opts,
                     label=_label(opts, _callable_label(target)),
@@ -194,6 +195,8 @@ def run_load(
                     deadline=deadline,
                     stop=stop,
                 )
+            check_errors(result, expect_errors=opts.expect_errors)
+            return result
     coro = arun_load(
         target,
         options,
@@ -221,12 +224,16 @@ async def arun_load(
     progress: ProgressCallback | None = None,
     deadline: Deadline | None = None,
 ) -> LoadResult:
-    """Run a load test on the running event loop (an in-process app may share it)."""
+    """Run a load test on the running event loop (an in-process app may share it). A run in
+    which every request failed raises :class:`LoadError` unless ``expect_errors=True``."""
     stop = StopSignal()
     with hold_alarm(stop, asyncio.get_running_loop()):
-        return await _arun(
+        result = await _arun(
             target, options, tuple(allowed_hosts), max_duration, progress, Stops(deadline, stop)
         )
+    # on the whole run (every worker merged), once its options are known to be valid
+    check_errors(result, expect_errors=options.get("expect_errors") is True)
+    return result
 
 
 async def _arun(
