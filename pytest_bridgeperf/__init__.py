@@ -18,7 +18,7 @@ from .stats import LatencyHistogram
 from .units import UnitError
 
 if TYPE_CHECKING:
-    from .load import LoadResult, Request
+    from .load import LoadError, LoadResult, Request
     from .load.api import PerfLoad
     from .memory import LeakDetected, LeakReport, MemoryBlock, MemoryBudgetExceeded, PerfMemory
     from .queries import PerfQueries, QueryCapture, Statement, fingerprint
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "LoadError": "pytest_bridgeperf.load",
     "LoadResult": "pytest_bridgeperf.load",
     "Request": "pytest_bridgeperf.load",
     "PerfLoad": "pytest_bridgeperf.load.api",
@@ -47,6 +48,7 @@ __all__ = [
     "LatencyHistogram",
     "LeakDetected",
     "LeakReport",
+    "LoadError",
     "LoadResult",
     "MemoryBlock",
     "MemoryBudgetExceeded",

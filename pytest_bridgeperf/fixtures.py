@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from .plugin import baseline_value, recorder_for, settings_key
 
 if TYPE_CHECKING:  # the optional dependencies are imported when a fixture is first used
     from .load.api import PerfLoad
+    from .load.interrupts import Deadline
     from .memory import PerfMemory
     from .queries import PerfQueries
 
@@ -70,9 +72,65 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
         max_duration=settings.max_duration,
         progress=progress,
         report=terminal,
+        deadline=lambda: _timeout_deadline(request.node),
     )
     yield load
     load.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# pytest-timeout: a load run ends itself, with a clear failure, before the test's timeout fires
+
+_timeout_key = pytest.StashKey[tuple[float, Any]]()
+
+
+@pytest.hookimpl(optionalhook=True, wrapper=True)  # optional: the hook is pytest-timeout's
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Generator[None, Any, Any]:
+    """Note when pytest-timeout starts the test's timer, and its settings as it resolved them
+    (marker, option, ini, env): the timer starts before the fixtures (or, with ``func_only``,
+    after them), so the fixture alone cannot know when it fires."""
+    started = time.monotonic()
+    result = yield
+    item.stash[_timeout_key] = (started, settings)
+    return result
+
+
+@pytest.hookimpl(optionalhook=True, wrapper=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> Generator[None, Any, Any]:
+    result = yield
+    if _timeout_key in item.stash:
+        del item.stash[_timeout_key]
+    return result
+
+
+def _timeout_deadline(item: pytest.Item) -> Deadline | None:
+    """When a load run must have ended so that the test fails with the run's own message
+    rather than by pytest-timeout's signal or, with its thread method, by the process exiting."""
+    from .load.interrupts import Deadline
+
+    found = item.stash.get(_timeout_key, None)
+    if found is None:
+        return None
+    started, settings = found
+    timeout = float(getattr(settings, "timeout", 0) or 0)
+    if timeout <= 0:
+        return None
+    if not getattr(settings, "disable_debugger_detection", False):
+        try:
+            from pytest_timeout import is_debugging
+        except ImportError:
+            pass
+        else:
+            if is_debugging():  # pytest-timeout will not fire either
+                return None
+    # after the run the test still has to close its connections, stop the in-process app
+    # (aiohttp grants running handlers up to 0.5 s) and the worker processes (about 0.3 s for
+    # two), raise, and have pytest report the failure: a fifth of the timeout, 0.5 s to 2 s.
+    # (A quarter of a second was not enough on a 2-core machine at a load average of 15.)
+    margin = min(2.0, max(0.5, timeout / 5))
+    return Deadline(
+        started + timeout - margin, f"the test's timeout of {timeout:g} s (pytest-timeout)"
+    )
 
 
 @pytest.fixture

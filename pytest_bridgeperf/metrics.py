@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .stats import LatencyHistogram, percentile, thin_samples
+from .tracing import timing_distortion
 from .units import (
     UnitError,
     format_value,
@@ -201,7 +202,8 @@ class Recorder:
     def __init__(self) -> None:
         self.metrics: dict[str, Metric] = {}
         #: Set while something that distorts timings runs (a costly memory tracer); timings
-        #: recorded meanwhile carry it as ``Metric.distorted``.
+        #: recorded meanwhile carry it as ``Metric.distorted``. Tracers and profilers from
+        #: outside the plugin are detected when recording (``tracing.timing_distortion``).
         self.timing_distortion: str | None = None
 
     def record(
@@ -289,8 +291,11 @@ class Recorder:
             rounds=round_values,
         )
         metric.value = metric.statistic(chosen) if has_distribution else single
-        if metric.noisy and self.timing_distortion:
-            metric.distorted = self.timing_distortion
+        if metric.noisy:
+            # the plugin's own memory tracers say so themselves; anything else that traces or
+            # profiles the process (coverage, a debugger, cProfile, pytest-memray) is looked
+            # up now, once per metric (a few µs)
+            metric.distorted = self.timing_distortion or timing_distortion()
         self.metrics[name] = metric
         return metric
 

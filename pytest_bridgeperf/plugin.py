@@ -504,7 +504,7 @@ class PerfSession:
 
         verbose = self.config.get_verbosity() > 0
         tr.write_sep("=", f"perf summary (env {self.settings.env})")
-        not_comparable = False
+        not_comparable: dict[str, None] = {}  # why timings were not compared, in order seen
         # one column width for the whole table, so long request names do not break alignment
         width = min(
             70, max((len(metric_label(r)) for _, p in results for r in p["metrics"]), default=0)
@@ -523,7 +523,11 @@ class PerfSession:
                 if verbose:
                     for text, markup in detail_lines(row):
                         tr.write_line(f"      {text}", **markup)
-                not_comparable |= row["verdict"] == "not comparable"
+                if row["verdict"] == "not comparable":
+                    basis = row.get("basis") or "baseline from another machine"
+                    if basis == "baseline from another machine":
+                        basis = "the baseline was measured on another machine"
+                    not_comparable[basis] = None
         for nodeid, metrics in self.missing_tests:
             tr.write_line(f"{nodeid}", bold=True)
             for name in metrics:
@@ -554,9 +558,8 @@ class PerfSession:
             )
         if not_comparable:
             tr.write_line(
-                "perf: warning: some timings were not compared — the baseline was measured on "
-                "another machine (or a memory tracer distorted them); deterministic metrics "
-                "were still enforced",
+                f"perf: warning: some timings were not compared — {'; '.join(not_comparable)}; "
+                "deterministic metrics (counts, heap bytes) were still enforced",
                 yellow=True,
             )
         if self.from_workers:

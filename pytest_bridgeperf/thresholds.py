@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ __all__ = [
     "Threshold",
     "ThresholdError",
     "check",
+    "describe_errors",
     "evaluate",
     "min_samples_for",
     "parse_threshold",
@@ -45,6 +46,10 @@ class Measured(Protocol):
     def error_rate(self) -> float: ...
     @property
     def rps(self) -> float: ...
+    @property
+    def error_types(self) -> Mapping[str, int]: ...
+    @property
+    def status_counts(self) -> Mapping[int, int]: ...
     @property
     def latency_count(self) -> int: ...
     @property
@@ -267,8 +272,32 @@ def evaluate(result: Measured, thresholds: Iterable[str | Threshold]) -> list[Ou
     return outcomes
 
 
+#: How many error types a failure message lists (the most frequent first).
+TOP_ERRORS = 5
+
+
+def describe_errors(
+    error_types: Mapping[str, int], status_counts: Mapping[int, int] | None = None
+) -> str:
+    """``errors by type: HTTP 500 ×561, TimeoutError ×3; responses by status: 500 ×561, 200
+    ×36`` — the most frequent first, at most :data:`TOP_ERRORS` types."""
+    if not error_types:
+        return ""
+    ranked = sorted(error_types.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{kind} ×{count}" for kind, count in ranked[:TOP_ERRORS]]
+    rest = ranked[TOP_ERRORS:]
+    if rest:
+        parts.append(f"{len(rest)} more type(s) ×{sum(c for _, c in rest)}")
+    text = "errors by type: " + ", ".join(parts)
+    if status_counts:
+        statuses = sorted(status_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        text += "; responses by status: " + ", ".join(f"{s} ×{c}" for s, c in statuses)
+    return text
+
+
 def check(result: Measured, thresholds: Iterable[str | Threshold], *, title: str = "") -> None:
-    """Raise ``AssertionError`` listing every threshold (✓/✗, measured value) if any fails."""
+    """Raise ``AssertionError`` listing every threshold (✓/✗, measured value) if any fails;
+    a failed ``errors``/``error_rate`` threshold also lists the errors by type."""
     outcomes = evaluate(result, thresholds)
     if not outcomes:
         raise ThresholdError("check() needs at least one threshold, e.g. 'p(95) < 50ms'")
@@ -278,4 +307,10 @@ def check(result: Measured, thresholds: Iterable[str | Threshold], *, title: str
     head = f"{failed} of {len(outcomes)} threshold(s) failed"
     if title:
         head += f" for {title}"
-    raise AssertionError(head + ":\n" + "\n".join("  " + o.describe() for o in outcomes))
+    lines = ["  " + o.describe() for o in outcomes]
+    on_errors = any(
+        not o.passed and o.threshold.label in ("errors", "error_rate") for o in outcomes
+    )
+    if on_errors and result.errors:
+        lines.append("  " + describe_errors(result.error_types, result.status_counts))
+    raise AssertionError(head + ":\n" + "\n".join(lines))

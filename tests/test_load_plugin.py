@@ -27,7 +27,7 @@ def app():
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("-p", "no:cacheprovider", *args)
+    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 
 def test_results_are_recorded_per_name_and_marker_budgets_apply(
@@ -51,7 +51,7 @@ def test_results_are_recorded_per_name_and_marker_budgets_apply(
 
         @pytest.mark.perf(error_rate="1%")
         def test_errors(perf_load, app):
-            perf_load(app, path="/boom", users=1, duration="0.3s")
+            perf_load(app, path="/boom", users=1, duration="0.3s", expect_errors=True)
 
         def test_mix(perf_load, perf, app):
             perf_load(app, users=2, duration="0.5s", name="mix",
@@ -67,6 +67,8 @@ def test_results_are_recorded_per_name_and_marker_budgets_apply(
             "perf: GET /hello rps: rps * (budget ≥ 1000000000/s)",
             "*_ test_errors _*",
             "perf: GET /boom error_rate: error_rate 100 % (budget ≤ 1%)",
+            "GET /boom error_rate:",
+            "errors by type: HTTP 500 ×*; responses by status: 500 ×*",
         ]
     )
     assert "'mix [GET /hello] latency', 'mix [GET /hello] rps'" in result.stdout.str()

@@ -4,6 +4,7 @@ Python callables under a closed (``users=``) or open (``rate=``) model. No pytes
 from __future__ import annotations
 
 from .engine import LoadRateError
+from .errors import LoadError
 from .options import LoadOptionError, LoadOptions, Request
 from .result import LoadResult
 from .runner import LoadConnectionError, arun_load, run_load
@@ -11,6 +12,7 @@ from .safety import LoadTargetError
 
 __all__ = [
     "LoadConnectionError",
+    "LoadError",
     "LoadOptionError",
     "LoadOptions",
     "LoadRateError",

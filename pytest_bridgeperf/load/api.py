@@ -12,6 +12,7 @@ from typing import Any
 
 from ..metrics import Recorder
 from .engine import ProgressCallback
+from .interrupts import Deadline
 from .record import record_result
 from .result import LoadResult
 from .runner import arun_load, new_runner, run_load
@@ -35,12 +36,15 @@ class PerfLoad:
         max_duration: float = 60.0,
         progress: ProgressCallback | None = None,
         report: Callable[[str], None] | None = None,
+        deadline: Callable[[], Deadline | None] | None = None,
     ) -> None:
         self._recorder = recorder
         self._allowed_hosts = tuple(allowed_hosts)
         self._max_duration = max_duration
         self._progress = progress
         self._report = report
+        #: asked at the start of each run: when it must have ended (the test's timeout)
+        self._deadline = deadline
         #: Every result of this test, in order.
         self.results: list[LoadResult] = []
         # one event loop for the test's sync runs: an aiohttp app can be load-tested repeatedly
@@ -51,6 +55,7 @@ class PerfLoad:
             "allowed_hosts": self._allowed_hosts,
             "max_duration": self._max_duration,
             "progress": self._progress if options.get("progress", True) else None,
+            "deadline": self._deadline() if self._deadline is not None else None,
         }
 
     def __call__(self, target: Any, **options: Any) -> LoadResult:
@@ -71,6 +76,16 @@ class PerfLoad:
 
     def _finish(self, result: LoadResult, options: dict[str, Any]) -> LoadResult:
         self.results.append(result)
+        if result.stopped_by is not None:
+            asked = ", ".join(
+                f"{k}={options[k]!r}" for k in ("duration", "requests") if k in options
+            )
+            raise TimeoutError(
+                f"the load run was stopped by {result.stopped_by}, "
+                f"{result.elapsed:.1f} s into its measured phase ({asked or 'duration=5s'}): "
+                "shorten the run or raise the timeout. Partial results, not recorded: "
+                f"{result.summary()}"
+            )
         if result.interrupted:
             if self._report is not None:
                 self._report(f"perf_load interrupted, partial results: {result.summary()}")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .engine import LATE_NS, Run
+from .interrupts import TIMEOUT_SIGNAL, Deadline, StopSignal
 from .options import LoadOptions
 from .result import LoadResult, NameCollector
 
@@ -142,13 +143,20 @@ def run_sync_callable(
     label: str,
     progress: Callable[[str | None], None] | None = None,
     start_ns: int | None = None,
+    deadline: Deadline | None = None,
+    stop: StopSignal | None = None,
 ) -> LoadResult:
-    """Load-test a sync callable with ``options.users`` threads."""
+    """Load-test a sync callable with ``options.users`` threads. ``deadline`` cuts the run
+    short; ``stop`` ends it at once (the test's timeout)."""
     o = options
-    stop = threading.Event()
+    halted: list[str] = []  # why the run was cut short
     start = start_ns if start_ns is not None else perf_counter_ns()
     measure_start = start + int(o.warmup * 1e9)
     end = measure_start + int(o.run_length * 1e9)
+    if deadline is not None and deadline.perf_counter_ns() < end:
+        end = max(start, deadline.perf_counter_ns())
+        halted.append(deadline.reason)
+    threads_stop = threading.Event()
     timeout_ns = int(o.timeout * 1e9)
     interval = 1e9 / o.rate if o.rate else 0.0
     sequence = itertools.count()
@@ -168,7 +176,7 @@ def run_sync_callable(
     def user(st: _ThreadStats) -> None:
         c = st.collector
         lat = c.lat
-        while not stop.is_set():
+        while not threads_stop.is_set():
             if o.rate is not None:
                 i = next(sequence)
                 origin = start + int(i * interval)
@@ -176,7 +184,7 @@ def run_sync_callable(
                     return
                 if origin >= measure_start and not take():
                     return
-                if not _sleep_until(origin, stop):
+                if not _sleep_until(origin, threads_stop):
                     return
                 sent = perf_counter_ns()
             else:
@@ -199,7 +207,7 @@ def run_sync_callable(
                     st.done.append(-now)
             except BaseException as exc:  # KeyboardInterrupt/SystemExit raised by the callable
                 errors.append(exc)
-                stop.set()
+                threads_stop.set()
                 return
             else:
                 now = perf_counter_ns()
@@ -212,25 +220,33 @@ def run_sync_callable(
                         c.count += 1
                         c.status[200] = c.status.get(200, 0) + 1
                         st.done.append(now)
-            if o.think_time and not stop.wait(o.think_time):
+            if o.think_time and not threads_stop.wait(o.think_time):
                 continue
 
     threads = [
         threading.Thread(target=user, args=(st,), name=f"perf_load-user-{i}", daemon=True)
         for i, st in enumerate(stats)
     ]
+    from ..tracing import timing_distortion
     from .runner import quiet_gc
 
+    distorted = timing_distortion()  # in this thread; coverage traces the users' threads alike
     interrupted = False
     shown = False
     next_progress = start + 2_000_000_000
+
+    def on_stop() -> None:
+        halted.insert(0, TIMEOUT_SIGNAL)
+        threads_stop.set()
+
+    unregister = stop.on_fire(on_stop) if stop is not None else None
     with quiet_gc():
         for t in threads:
             t.start()
         try:
             while any(t.is_alive() for t in threads):
                 now = perf_counter_ns()
-                if now >= end:
+                if now >= end or (halted and halted[0] == TIMEOUT_SIGNAL):
                     break
                 if progress is not None and now >= next_progress:
                     count = sum(s.collector.count for s in stats)
@@ -244,9 +260,17 @@ def run_sync_callable(
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            stop.set()
+            threads_stop.set()
+            if unregister is not None:
+                unregister()
         stopped_ns = perf_counter_ns()
-    grace = time.monotonic() + min(1.0, o.timeout)
+    stopped_by = (
+        halted[0] if halted and (halted[0] == TIMEOUT_SIGNAL or stopped_ns >= end) else None
+    )
+    # calls in flight at the end are not counted, but the run waits for them (up to the
+    # request timeout) so that the code under test is not still running after it; after a
+    # Ctrl-C, only briefly
+    grace = time.monotonic() + (min(1.0, o.timeout) if interrupted or stopped_by else o.timeout)
     for t in threads:
         t.join(max(0.0, grace - time.monotonic()))
     unfinished = sum(t.is_alive() for t in threads)
@@ -276,7 +300,7 @@ def run_sync_callable(
     total.histogram = merged_histogram([st.collector.histogram for st in stats])
     measured_end = min(stopped_ns, end)
     elapsed = (measured_end - measure_start) / 1e9
-    if o.duration is not None and not interrupted and stopped_ns >= end:
+    if o.duration is not None and not interrupted and not stopped_by and stopped_ns >= end:
         elapsed = o.duration
     length = o.duration if o.duration is not None else 1.0
     round_ns = int((1.0 if length >= 10 else max(0.1, length / 10)) * 1e9)
@@ -318,4 +342,6 @@ def run_sync_callable(
     result.dropped = max(0, intended - sent) if o.rate is not None else 0
     result.unfinished = unfinished
     result.interrupted = interrupted
+    result.distorted = distorted
+    result.stopped_by = stopped_by
     return result

@@ -20,7 +20,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ..tracing import timing_distortion
 from ..units import format_duration
+from .interrupts import Deadline
 from .options import LoadOptions
 from .result import LoadResult, NameCollector
 
@@ -66,8 +68,12 @@ class Run:
         *,
         label: str,
         progress: ProgressCallback | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.options = options
+        self.deadline = deadline
+        #: why the run was cut short before its end (the deadline's reason), None otherwise
+        self.stopped_by: str | None = None
         self.loop = loop
         self.label = label
         self.progress = progress
@@ -89,6 +95,8 @@ class Run:
         self.fatal: BaseException | None = None
         self.stop_ns = 0
         self.inflight = 0
+        self.unfinished = 0  # in flight when the measured window closed: never counted
+        self._drain: asyncio.TimerHandle | None = None
         self.remaining = options.requests if options.requests is not None else -1
         self.sent = 0
         self.late = 0
@@ -109,12 +117,18 @@ class Run:
         #: closed model, no think time, bounded by duration: engines may inline the next send
         self.hot = not self.open and not self.think and self.remaining < 0
         self._issued = 0
+        #: a tracer or profiler active when the run started (its timings are not comparable)
+        self.distorted: str | None = None
 
     # ------------------------------------------------------------------------------ reporting
     def ok(self, slot: Slot, req: int, start_ns: int, now: int, status: int, nbytes: int) -> None:
         """A response arrived (any status)."""
         self.inflight -= 1
-        if start_ns >= self.measure_start_ns and not self.stopped:
+        if self.stopped:  # draining: the measured window is closed
+            if self.inflight <= 0:
+                self._finish()
+            return
+        if start_ns >= self.measure_start_ns:
             c = self.collectors[req]
             c.lat.append(now - start_ns)
             c.count += 1
@@ -129,7 +143,11 @@ class Run:
     def fail(self, slot: Slot, req: int, start_ns: int, kind: str, *, backoff: float = 0.0) -> None:
         """The request in flight failed without a response (timeout, connection error...)."""
         self.inflight -= 1
-        if start_ns >= self.measure_start_ns and not self.stopped:
+        if self.stopped:
+            if self.inflight <= 0:
+                self._finish()
+            return
+        if start_ns >= self.measure_start_ns:
             self.collectors[req].error(kind)
         if backoff and not self.stopped:
             self.loop.call_later(backoff, self.next, slot)
@@ -231,6 +249,7 @@ class Run:
     def start(self, slots: Sequence[Slot], start_ns: int | None = None) -> None:
         o = self.options
         self.slots = list(slots)
+        self.distorted = timing_distortion()
         now = perf_counter_ns()
         self.start_ns = start_ns if start_ns is not None else now
         self.measure_start_ns = self.start_ns + int(o.warmup * 1e9)
@@ -243,6 +262,10 @@ class Run:
         loop = self.loop
         self._handles.append(loop.call_at(self._loop_time(self._round_end), self._round))
         self._handles.append(loop.call_at(self._loop_time(self.end_ns), self._end))
+        if self.deadline is not None:
+            cut_ns = self.deadline.perf_counter_ns()
+            if cut_ns < self.end_ns:
+                self._handles.append(loop.call_at(self._loop_time(cut_ns), self._cut))
         sweep = max(0.005, min(0.05, o.timeout / 4))
         self._sweep_every = sweep
         self._handles.append(loop.call_later(sweep, self._sweep))
@@ -325,15 +348,41 @@ class Run:
         if perf_counter_ns() < self.end_ns:  # loop timers are coarse (1 ms): wait it out
             self._handles.append(self.loop.call_soon(self._end))
             return
-        self.stop()
+        self.stop(drain=True)
 
-    def stop(self) -> None:
+    def stop(self, *, drain: bool = False) -> None:
+        """Close the measured window: nothing more is sent or counted. With ``drain`` the run
+        ends once the requests in flight have answered (at most ``timeout`` later), so the
+        server is not left working on them after the run (and after a ``perf_queries`` block
+        around it); otherwise at once."""
         if self.stopped:
             return
         self.stopped = True
         self.stop_ns = perf_counter_ns()
+        self.unfinished = self.inflight
         for handle in self._handles:
             handle.cancel()
+        if drain and self.inflight > 0:
+            self._drain = self.loop.call_later(self.options.timeout, self._finish)
+        else:
+            self._finish()
+
+    def _cut(self) -> None:
+        """The deadline came before the end."""
+        if self.deadline is not None:
+            self.halt(self.deadline.reason)
+
+    def halt(self, reason: str) -> None:
+        """End the run now, cut short by ``reason`` (a deadline, the test's timeout): nothing
+        is waited for, and the result says why (``stopped_by``)."""
+        if self.stopped_by is None and not self.done.done():
+            self.stopped_by = reason
+        self.stop()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
         if not self.done.done():
             self.done.set_result(None)
 
@@ -342,10 +391,13 @@ class Run:
         if self.fatal is None:
             self.fatal = exc
         self.stop()
+        self._finish()
 
     def interrupt(self) -> None:
+        """Ctrl-C: end now, also when the run is waiting for its last answers."""
         self.interrupted = True
         self.stop()
+        self._finish()
 
     async def wait(self) -> None:
         try:
@@ -354,6 +406,7 @@ class Run:
             # Ctrl-C under asyncio.Runner cancels the main task: keep what was measured
             self.interrupted = True
             self.stop()
+            self._finish()
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -365,7 +418,8 @@ class Run:
         o = self.options
         stopped_at = self.stop_ns or perf_counter_ns()
         elapsed = max(0.0, (min(stopped_at, self.end_ns) - self.measure_start_ns) / 1e9)
-        if o.duration is not None and not self.interrupted and stopped_at >= self.end_ns:
+        ended = not self.interrupted and self.stopped_by is None
+        if o.duration is not None and ended and stopped_at >= self.end_ns:
             elapsed = o.duration  # the timer fired a hair late: the run lasted what was asked
         dropped = self.dropped + sum(1 for _, t in self.pending if t >= self.measure_start_ns)
         round_s = self.round_ns / 1e9
@@ -403,12 +457,14 @@ class Run:
         total.sent = self.sent
         total.late = self.late
         total.dropped = dropped
-        total.unfinished = self.inflight if self.stopped else 0
+        total.unfinished = self.unfinished
         total.interrupted = self.interrupted
         total.elapsed = elapsed
         total.target = target
         total.queued = self.queued
         total.intended = self.intended
+        total.distorted = self.distorted
+        total.stopped_by = self.stopped_by
         return total
 
 

@@ -110,6 +110,8 @@ class LoadOptions:
     record: bool
     progress: bool
     max_duration: float
+    #: a run in which every request fails is what the test expects (no LoadError)
+    expect_errors: bool = False
 
     @property
     def model(self) -> str:
@@ -262,6 +264,7 @@ _KNOWN_OPTIONS = [
     "verify_tls",
     "record",
     "progress",
+    "expect_errors",
 ]
 
 
@@ -421,7 +424,7 @@ def build_options(
         raise LoadOptionError(f"max_response_size: {exc}") from None
     if max_response_size < 64:
         raise LoadOptionError("max_response_size: at least 64 bytes")
-    for flag in ("follow_redirects", "verify_tls", "record", "progress"):
+    for flag in ("follow_redirects", "verify_tls", "record", "progress", "expect_errors"):
         if flag in o and not isinstance(o[flag], bool):
             raise LoadOptionError(f"{flag}={o[flag]!r}: expected True or False")
     return LoadOptions(
@@ -443,6 +446,7 @@ def build_options(
         record=bool(o.get("record", True)),
         progress=bool(o.get("progress", True)),
         max_duration=max_duration,
+        expect_errors=bool(o.get("expect_errors", False)),
     )
 
 

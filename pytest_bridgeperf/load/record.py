@@ -8,7 +8,8 @@ distribution to work on rather than one number.
 
 from __future__ import annotations
 
-from ..metrics import Recorder
+from ..metrics import Metric, Recorder
+from ..thresholds import describe_errors
 from .result import LoadResult
 
 __all__ = ["record_result"]
@@ -23,7 +24,7 @@ def _unique_base(recorder: Recorder, base: str) -> str:
     return f"{base} #{n}"
 
 
-def _record_one(recorder: Recorder, base: str, result: LoadResult) -> None:
+def _record_one(recorder: Recorder, base: str, result: LoadResult, distorted: str | None) -> None:
     details = {
         "count": result.count,
         "errors": result.errors,
@@ -34,8 +35,9 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult) -> None:
     }
     if result.target_rate is not None:
         details["target_rate"] = result.target_rate
+    recorded: list[Metric] = []
     if result.latency_count:
-        recorder.record(
+        latency = recorder.record(
             f"{base} latency",
             result.histogram,
             "s",
@@ -44,10 +46,12 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult) -> None:
             role="latency",
             details=details,
         )
+        recorded.append(latency)
     if result.count == 0:
+        _mark_distorted(recorded, distorted)
         return
     rates = result.round_rates()
-    recorder.record(
+    rps = recorder.record(
         f"{base} rps",
         rates if len(rates) >= 2 else result.rps,
         "1/s",
@@ -57,7 +61,10 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult) -> None:
         noisy=True,
     )
     error_rates = result.round_error_rates()
-    recorder.record(
+    # a failed error_rate budget (or regression) shows which errors, not only how many; the
+    # baseline never stores "explain"
+    explain = describe_errors(result.error_types, result.status_counts) if result.errors else ""
+    error_rate = recorder.record(
         f"{base} error_rate",
         error_rates if len(error_rates) >= 2 else result.error_rate,
         "ratio",
@@ -65,14 +72,27 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult) -> None:
         stat="mean" if len(error_rates) >= 2 else None,
         role="error_rate",
         noisy=True,
+        details={"explain": explain} if explain else None,
     )
+    recorded += [rps, error_rate]
+    _mark_distorted(recorded, distorted)
+
+
+def _mark_distorted(metrics: list[Metric], distorted: str | None) -> None:
+    """A tracer seen by a process that measured (a worker, or this one when the run started)
+    makes the run's timings not comparable, even if nothing traces at recording time."""
+    if not distorted:
+        return
+    for metric in metrics:
+        if metric.noisy and not metric.distorted:
+            metric.distorted = distorted
 
 
 def record_result(recorder: Recorder, result: LoadResult) -> str:
     """Record ``result`` (total and per request name); returns the metric name prefix used."""
     base = _unique_base(recorder, result.name)
-    _record_one(recorder, base, result)
+    _record_one(recorder, base, result, result.distorted)
     if len(result.by_name) > 1:
         for name, part in result.by_name.items():
-            _record_one(recorder, f"{base} [{name}]", part)
+            _record_one(recorder, f"{base} [{name}]", part, result.distorted)
     return base

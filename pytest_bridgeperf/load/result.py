@@ -113,6 +113,11 @@ class LoadResult:
     round_length: float = 1.0
     rounds: list[tuple[int, int]] = field(default_factory=list)  # (count, errors) per round
     target: str = ""
+    #: why this run's timings are not comparable (a tracer or profiler was active in a process
+    #: that measured: coverage, a debugger...), None when nothing was found
+    distorted: str | None = None
+    #: why the run was cut short (a deadline, e.g. the test's pytest-timeout), None otherwise
+    stopped_by: str | None = None
 
     # headline numbers -----------------------------------------------------------------------
     @property
@@ -262,6 +267,8 @@ class LoadResult:
             "round_length": self.round_length,
             "rounds": [list(r) for r in self.rounds],
             "target": self.target,
+            "distorted": self.distorted,
+            "stopped_by": self.stopped_by,
         }
 
     @classmethod
@@ -291,6 +298,8 @@ class LoadResult:
             round_length=data["round_length"],
             rounds=[(int(c), int(e)) for c, e in data["rounds"]],
             target=data["target"],
+            distorted=data.get("distorted"),
+            stopped_by=data.get("stopped_by"),
         )
 
 
@@ -341,6 +350,8 @@ def merge_results(parts: Iterable[LoadResult]) -> LoadResult:
         round_length=first.round_length,
         rounds=rounds[:full],
         target=first.target,
+        distorted="; ".join(dict.fromkeys(p.distorted for p in items if p.distorted)) or None,
+        stopped_by=next((p.stopped_by for p in items if p.stopped_by), None),
     )
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
-import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from .engine import ProgressCallback, Run, check_rate
+from .errors import check_errors
+from .interrupts import TIMEOUT_SIGNAL, Deadline, Stops, StopSignal, hold_alarm, sigint_stops
 from .options import LoadOptionError, LoadOptions, build_options
 from .result import LoadResult
 from .safety import LoadTargetError, Target, check_allowed, parse_url
@@ -32,10 +32,6 @@ class LoadConnectionError(ConnectionError):
 
 
 StartHook = Callable[[], Awaitable[int | None]]
-
-#: Set in worker processes: there a repeated Ctrl-C (the terminal's plus the parent's forwarded
-#: one) must not turn into a hard interrupt.
-_in_worker = [False]
 
 
 def _is_app(target: object) -> bool:
@@ -69,35 +65,6 @@ def _label(options: LoadOptions, default: str) -> str:
 
 
 @contextmanager
-def _sigint(on_interrupt: Callable[[], None], loop: asyncio.AbstractEventLoop | None) -> Any:
-    """First Ctrl-C ends the run with partial results; a second one interrupts for real."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    hits = [0]
-
-    def handler(signum: int, frame: Any) -> None:
-        hits[0] += 1
-        if hits[0] > 1 and not _in_worker[0]:
-            raise KeyboardInterrupt
-        if loop is not None:
-            loop.call_soon_threadsafe(on_interrupt)
-        else:
-            on_interrupt()
-
-    try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
 def quiet_gc() -> Iterator[None]:
     """Keep the cyclic garbage collector from pausing the run for the test session's heap.
 
@@ -114,9 +81,45 @@ def quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+class ServedApp:
+    """An ``aiohttp.web.Application`` served by the fixture, with its requests being handled
+    counted: the run returns only once the app has finished them."""
+
+    def __init__(self, url: str = "") -> None:
+        self.url = url
+        self.active = 0  # requests whose handler is running
+        self.handled = 0  # requests whose handler has returned (or raised)
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def count(self, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        async def counted(request: Any) -> Any:
+            self.active += 1
+            self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.active -= 1
+                self.handled += 1
+                if self.active == 0:
+                    self._idle.set()
+
+        return counted
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until no handler runs; False if one still does."""
+        if self.active == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 @asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
-    """Serve an ``aiohttp.web.Application`` on 127.0.0.1, an ephemeral port; yields its URL."""
+async def serve_app(app: Any) -> AsyncIterator[ServedApp]:
+    """Serve an ``aiohttp.web.Application`` on 127.0.0.1, an ephemeral port."""
     from aiohttp import web
 
     bound = getattr(app, "_loop", None)  # aiohttp ties an app to the first loop that ran it
@@ -126,14 +129,23 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
             "allow moving it; create the app per test (e.g. in a fixture), or use "
             "`await perf_load.arun(app, ...)` on the loop that owns it"
         )
+    # a short shutdown: handlers still running when the run ended (after waiting for them, or
+    # when the run was interrupted) are not waited for long
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
+    served = ServedApp()
     try:
-        # a short shutdown: handlers still running when the run ended are not waited for long
+        # Server.request_handler is what each new connection's protocol calls per request (read
+        # when the connection is made): counting there sees every handler to its end, also one
+        # whose client already went away (aiohttp does not cancel those by default)
+        server = runner.server
+        assert server is not None
+        server.request_handler = served.count(server.request_handler)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}"
+        served.url = f"http://127.0.0.1:{port}"
+        yield served
     finally:
         await runner.cleanup()
 
@@ -155,9 +167,10 @@ def run_load(
     max_duration: float = 60.0,
     progress: ProgressCallback | None = None,
     runner: asyncio.Runner | None = None,
+    deadline: Deadline | None = None,
 ) -> LoadResult:
     """Run a load test to completion on ``runner``'s event loop, or on a fresh one (uvloop when
-    installed)."""
+    installed). A ``deadline`` cuts the run short (``result.stopped_by`` says so)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -172,11 +185,25 @@ def run_load(
         if opts.workers == 1:
             from .callables import run_sync_callable
 
-            return run_sync_callable(
-                target, opts, label=_label(opts, _callable_label(target)), progress=progress
-            )
+            stop = StopSignal()
+            with hold_alarm(stop, None):
+                result = run_sync_callable(
+                    target,
+                    opts,
+                    label=_label(opts, _callable_label(target)),
+                    progress=progress,
+                    deadline=deadline,
+                    stop=stop,
+                )
+            check_errors(result, expect_errors=opts.expect_errors)
+            return result
     coro = arun_load(
-        target, options, allowed_hosts=allowed_hosts, max_duration=max_duration, progress=progress
+        target,
+        options,
+        allowed_hosts=allowed_hosts,
+        max_duration=max_duration,
+        progress=progress,
+        deadline=deadline,
     )
     if runner is not None:
         return runner.run(coro)
@@ -195,32 +222,63 @@ async def arun_load(
     allowed_hosts: Iterable[str] = (),
     max_duration: float = 60.0,
     progress: ProgressCallback | None = None,
+    deadline: Deadline | None = None,
 ) -> LoadResult:
-    """Run a load test on the running event loop (an in-process app may share it)."""
-    hosts = tuple(allowed_hosts)
+    """Run a load test on the running event loop (an in-process app may share it). A run in
+    which every request failed raises :class:`LoadError` unless ``expect_errors=True``."""
+    stop = StopSignal()
+    with hold_alarm(stop, asyncio.get_running_loop()):
+        result = await _arun(
+            target, options, tuple(allowed_hosts), max_duration, progress, Stops(deadline, stop)
+        )
+    # on the whole run (every worker merged), once its options are known to be valid
+    check_errors(result, expect_errors=options.get("expect_errors") is True)
+    return result
+
+
+async def _arun(
+    target: Any,
+    options: Mapping[str, Any],
+    hosts: tuple[str, ...],
+    max_duration: float,
+    progress: ProgressCallback | None,
+    stops: Stops,
+) -> LoadResult:
     if isinstance(target, str):
         parsed = parse_url(target)
         opts = build_options(options, max_duration=max_duration, default_path=parsed.path)
         check_allowed(parsed, hosts)
-        return await _run_url(parsed, opts, hosts, progress)
+        return await _run_url(parsed, opts, hosts, progress, stops)
     if _is_app(target):
         opts = build_options(options, max_duration=max_duration)
-        async with serve_app(target) as url:
-            return await _run_url(parse_url(url), opts, hosts, progress)
+        async with serve_app(target) as served:
+            result = await _run_url(parse_url(served.url), opts, hosts, progress, stops)
+            # the client has its answers; the app may still be finishing a handler (a streamed
+            # response, cleanup after it): return when it is done, so nothing the run started
+            # still runs after it (a perf_queries block around it checks the pool at its exit)
+            ended = not result.interrupted and result.stopped_by is None
+            await served.wait_idle(opts.timeout if ended else 0.0)
+            return result
     if callable(target):
         opts = build_options(options, max_duration=max_duration, is_callable=True)
         label = _label(opts, _callable_label(target))
         if opts.workers > 1:
             from .workers import run_workers
 
-            return await run_workers(target, opts, label, hosts, progress)
+            return await run_workers(target, opts, label, hosts, progress, stops)
         if not _is_async_callable(target):
             from .callables import run_sync_callable
 
             return await asyncio.to_thread(
-                run_sync_callable, target, opts, label=label, progress=progress
+                run_sync_callable,
+                target,
+                opts,
+                label=label,
+                progress=progress,
+                deadline=stops.deadline,
+                stop=stops.signal,
             )
-        return await execute(target, opts, label, hosts, progress)
+        return await execute(target, opts, label, hosts, progress, stops=stops)
     raise LoadTargetError(
         f"perf_load target {target!r}: expected a URL ('http://127.0.0.1:8080/path'), an "
         "aiohttp.web.Application or a callable"
@@ -232,13 +290,14 @@ async def _run_url(
     opts: LoadOptions,
     hosts: tuple[str, ...],
     progress: ProgressCallback | None,
+    stops: Stops,
 ) -> LoadResult:
     label = _label(opts, "")
     if opts.workers > 1:
         from .workers import run_workers
 
-        return await run_workers(target.url, opts, label, hosts, progress)
-    return await execute(target, opts, label, hosts, progress)
+        return await run_workers(target.url, opts, label, hosts, progress, stops)
+    return await execute(target, opts, label, hosts, progress, stops=stops)
 
 
 def choose_engine(target: Target, opts: LoadOptions) -> str:
@@ -267,10 +326,12 @@ async def execute(
     progress: ProgressCallback | None,
     *,
     before_start: StartHook | None = None,
+    stops: Stops | None = None,
 ) -> LoadResult:
     """Run one process's share on the running loop."""
     loop = asyncio.get_running_loop()
-    run = Run(opts, loop, label=label, progress=progress)
+    stops = stops or Stops()
+    run = Run(opts, loop, label=label, progress=progress, deadline=stops.deadline)
     engine: Any
     if isinstance(target, Target):
         kind = choose_engine(target, opts)
@@ -295,12 +356,15 @@ async def execute(
         except (TimeoutError, OSError) as exc:
             assert isinstance(target, Target)
             raise _connection_error(target, exc) from None
+        unregister = stops.signal.on_fire(lambda: run.halt(TIMEOUT_SIGNAL))
         try:
             start_ns = await before_start() if before_start is not None else None
-            with _sigint(run.interrupt, loop), quiet_gc():
-                run.start(slots, start_ns)
+            with sigint_stops(run.interrupt, loop), quiet_gc():
+                if not run.stopped:  # halted while connecting
+                    run.start(slots, start_ns)
                 await run.wait()
         finally:
+            unregister()
             engine.close(slots)
     finally:
         aclose = getattr(engine, "aclose", None)

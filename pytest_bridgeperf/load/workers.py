@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .engine import ProgressCallback, check_rate
+from .interrupts import TIMEOUT_SIGNAL, Deadline, Stops, mark_worker_process, sigint_stops
 from .options import LoadOptionError, LoadOptions
 from .result import LoadResult, merge_results
 from .safety import parse_url
@@ -26,6 +30,7 @@ from .safety import parse_url
 __all__ = ["run_workers", "split_options"]
 
 _READY_TIMEOUT = 60.0
+_WORKER_EXIT_S = 0.5
 
 
 def split_options(opts: LoadOptions) -> list[LoadOptions]:
@@ -60,8 +65,10 @@ def child_main() -> None:
     conn = Connection(int(sys.argv[1]))
     try:
         sys.path[:] = conn.recv()
-        target, opts, label, hosts = pickle.loads(conn.recv_bytes())
-        result = _child_run(conn, target, opts, label, hosts)
+        target, opts, label, hosts, deadline = pickle.loads(conn.recv_bytes())
+        result = _child_run(conn, target, opts, label, hosts, deadline)
+        if result.distorted:  # the parent records: say where the tracer was
+            result.distorted = f"{result.distorted} in a perf_load worker process"
         conn.send(("result", result.to_dict()))
     except BaseException as exc:  # report everything: the parent raises it with context
         try:
@@ -86,14 +93,16 @@ def _child_run(
     opts: LoadOptions,
     label: str,
     hosts: tuple[str, ...],
+    deadline: Deadline | None,
 ) -> LoadResult:
-    from .runner import _in_worker, _is_async_callable, _uvloop_factory, execute
+    from .runner import _is_async_callable, _uvloop_factory, execute
 
-    _in_worker[0] = True
+    mark_worker_process()
 
     def wait_for_go() -> int:
         conn.send(("ready",))
         start_at = int(conn.recv())
+        _exit_with_parent(conn)
         return time.perf_counter_ns() + (start_at - time.monotonic_ns())
 
     if isinstance(target, str):
@@ -103,7 +112,7 @@ def _child_run(
 
         start_ns = wait_for_go()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # the threads runner catches it
-        return run_sync_callable(target, opts, label=label, start_ns=start_ns)
+        return run_sync_callable(target, opts, label=label, start_ns=start_ns, deadline=deadline)
     else:
         parsed = None
 
@@ -120,10 +129,46 @@ def _child_run(
             hosts,
             None,
             before_start=before_start,
+            stops=Stops(deadline),
         )
 
     with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
         return runner.run(main())
+
+
+def _exit_with_parent(conn: Connection) -> None:
+    """End this worker when the parent dies.
+
+    After the start instant the parent sends nothing more until the worker's result is read, so
+    the socket to it becomes readable only when the parent is gone: killed by pytest-timeout's
+    thread method (``os._exit``), by a signal, or crashed. The worker must not go on loading
+    the target on its own, nor outlive the test run.
+    """
+
+    def watch() -> None:
+        try:
+            select.select([conn.fileno()], [], [])
+        except (OSError, ValueError):  # the worker closed the socket itself: it is finishing
+            return
+        os._exit(3)
+
+    threading.Thread(target=watch, name="perf_load-parent-watch", daemon=True).start()
+
+
+def _spawn(args: list[str], pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """Start a worker with Ctrl-C ignored (the disposition survives exec) until its run installs
+    its own handler: a Ctrl-C, or one the parent forwards, that arrives while the interpreter is
+    still starting would otherwise kill it mid-import (seen on a busy machine) and lose the run.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    if main:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen(args, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 async def run_workers(
@@ -132,7 +177,14 @@ async def run_workers(
     label: str,
     hosts: tuple[str, ...],
     progress: ProgressCallback | None,
+    stops: Stops | None = None,
 ) -> LoadResult:
+    stops = stops or Stops()
+    deadline = stops.deadline
+    if deadline is not None:
+        # the workers end earlier than the parent must: after their run they still send their
+        # results and exit, about 0.3 s for two workers on an idle 2-core machine
+        deadline = Deadline(deadline.at - _WORKER_EXIT_S, deadline.reason)
     parts = split_options(opts)
     try:
         pickle.dumps((target, parts))
@@ -147,20 +199,20 @@ async def run_workers(
     conns: list[Connection] = []
     for part in parts:
         parent_sock, child_sock = socket.socketpair()
-        proc = subprocess.Popen(
+        proc = _spawn(
             [sys.executable, "-c", _CHILD_CODE, str(child_sock.fileno())],
-            pass_fds=(child_sock.fileno(),),
-            stdin=subprocess.DEVNULL,
+            (child_sock.fileno(),),
         )
         child_sock.close()
         conn = Connection(parent_sock.detach())
         # sys.path first: the target may live in a test module only reachable through it
         conn.send(list(sys.path))
-        conn.send_bytes(pickle.dumps((target, part, label, hosts)))
+        conn.send_bytes(pickle.dumps((target, part, label, hosts, deadline)))
         procs.append(proc)
         conns.append(conn)
     loop = asyncio.get_running_loop()
     interrupted = [False]
+    halted = [False]
 
     def forward_sigint() -> None:
         interrupted[0] = True
@@ -168,12 +220,16 @@ async def run_workers(
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
 
-    from .runner import _sigint
+    def halt() -> None:  # the test's timeout: the workers stop as on Ctrl-C
+        halted[0] = True
+        forward_sigint()
 
+    unregister = stops.signal.on_fire(halt)
     try:
-        with _sigint(forward_sigint, loop):
+        with sigint_stops(forward_sigint, loop):
             messages = await loop.run_in_executor(None, _collect, conns, procs, opts, interrupted)
     finally:
+        unregister()
         for proc in procs:
             try:
                 proc.wait(timeout=2)
@@ -193,7 +249,9 @@ async def run_workers(
     result = merge_results(results)
     result.name = label
     result.workers = len(results)
-    result.interrupted = result.interrupted or interrupted[0]
+    result.interrupted = (result.interrupted or interrupted[0]) and not halted[0]
+    if halted[0]:
+        result.stopped_by = TIMEOUT_SIGNAL
     check_rate(result)
     return result
 
