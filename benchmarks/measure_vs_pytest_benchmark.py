@@ -1,7 +1,7 @@
 """``perf.measure`` beside pytest-benchmark: the same functions, timed by both, in one pytest run.
 
-Three functions — ≈1 µs (``sum(range(60))``), ≈100 µs (``sorted`` of 1,600 floats), ≈10 ms (a
-generator expression over 190,000 squares) — are timed by pytest-benchmark's ``benchmark(fn)``
+Three functions — ≈1 µs (``sum(range(200))``), ≈100 µs (``sorted`` of 1,600 floats), ≈10 ms (a
+generator expression over 360,000 squares) — are timed by pytest-benchmark's ``benchmark(fn)``
 and by ``perf.measure(fn)`` (wall clock, and once more with ``clock="cpu"``), both at their
 default settings, in the same pytest process, tool after tool for each function (which tool goes
 first alternates between repetitions, so neither always gets the warmer cache). The run is
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 FUNCTIONS = {
-    "1us": "sum(range(60))",
+    "1us": "sum(range(200))",
     "100us": "sorted(DATA)",
-    "10ms": "sum(i * i for i in range(190_000))",
+    "10ms": "sum(i * i for i in range(360_000))",
 }
 TOOLS = ("pytest-benchmark", "perf.measure", "perf.measure cpu")
 
@@ -49,7 +49,7 @@ OPTIONS = {options}
 
 
 def f_1us():
-    return sum(range(60))
+    return sum(range(200))
 
 
 def f_100us():
@@ -57,7 +57,7 @@ def f_100us():
 
 
 def f_10ms():
-    return sum(i * i for i in range(190_000))
+    return sum(i * i for i in range(360_000))
 
 
 def took(tool, key, seconds):

@@ -258,7 +258,7 @@ class Recorder:
         (default: the function's qualified name); returns what the last call returned.
 
         Each of ``rounds`` rounds times as many calls as calibration found to fill ``min_time``
-        (default 100 µs on the wall clock, 1 ms on the CPU clock) and contributes its time per
+        (default 500 µs on the wall clock, 1 ms on the CPU clock) and contributes its time per
         call to the distribution; ``warmup`` rounds (an int) or time (``"100ms"``) run first
         and are not recorded; ``max_time`` bounds the whole measurement (at least 5 rounds
         run). ``clock="cpu"`` measures this thread's CPU time. ``gc="disable"`` turns the

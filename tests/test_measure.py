@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_bridgeperf import MeasureError, Recorder, Timer
-from pytest_bridgeperf.measure import MIN_ROUNDS, describe
+from pytest_bridgeperf.measure import MIN_ROUNDS, describe, kept_rounds
 
 
 def ten_microseconds() -> int:
@@ -48,7 +48,7 @@ def test_a_10us_function_is_calibrated_and_agrees_with_timeit() -> None:
     perf.measure(ten_microseconds)
     metric = perf.metrics["ten_microseconds"]
     iterations = metric.details["iterations"]
-    assert iterations > 1  # a round lasts min_time (100 µs), not one call
+    assert iterations > 1  # a round lasts min_time (500 µs), not one call
 
     ours: list[float] = []
     theirs: list[float] = []
@@ -85,6 +85,25 @@ def test_the_recorded_metric_is_a_distribution_of_rounds() -> None:
     assert metric.details["function"] == f"{__name__}.ten_microseconds"
     assert "ten_microseconds" in metric.details["explain"]
     assert describe(metric.details) == f"({metric.details['iterations']:,} × 12, wall)"
+
+
+def test_past_a_hundred_rounds_the_test_gets_medians_of_runs_of_rounds() -> None:
+    """Every round goes into the histogram; the significance test (and the baseline) get the
+    median of each of at most 100 runs of consecutive rounds."""
+    assert kept_rounds([0.5] * 100) == [0.5] * 100
+    values = [float(v) for v in range(1, 251)]  # 250 rounds: runs of 3, the last of 1
+    kept = kept_rounds(values)
+    assert len(kept) == 84
+    assert kept[:3] == [2.0, 5.0, 8.0]
+    assert kept[-1] == 250.0
+
+    perf = Recorder()
+    perf.measure(ten_microseconds, rounds=250, min_time="20us", max_time="60s")
+    metric = perf.metrics["ten_microseconds"]
+    assert metric.histogram is not None
+    assert metric.histogram.count == 250
+    assert metric.details["rounds"] == 250
+    assert len(metric.rounds or []) == 84
 
 
 def test_returns_what_the_last_call_returned() -> None:
@@ -625,7 +644,7 @@ def test_round_trip_through_the_baseline(
     result.stdout.fnmatch_lines(
         [
             "*perf: parse p50 * → * regressed*",
-            "*measured test_measured.parse: * iteration(s) × 15 round(s), cpu clock*",
+            "*measured test_measured.parse: * calls × 15 rounds, cpu clock*",
         ]
     )
 
@@ -653,7 +672,7 @@ def test_marker_budgets_apply(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*perf: parse: p50 * (budget ≤ 1ns)*",
-            "*measured test_budgets.parse: * iteration(s) × 5 round(s), wall clock*",
+            "*measured test_budgets.parse: * calls × 5 rounds, wall clock*",
         ]
     )
 
