@@ -56,8 +56,8 @@ GcMode = Literal["keep", "disable"]
 #: ``clock=`` → the clock read around each round (integer nanoseconds). ``cpu`` is the CPU time
 #: of the calling thread, not of the process: a server or a pool thread that the test runs beside
 #: the measured code (perf_load serves apps that way) would otherwise be billed to it; on this
-#: machine a busy second thread doubled process_time_ns of a ``sum(range(1000))`` loop while its
-#: thread_time_ns stayed within 2 %. Both CPU clocks cost ~0.4 µs a read here (a system call),
+#: machine a busy second thread made process_time_ns of a ``sum(range(1000))`` loop 1.95x while
+#: its thread_time_ns moved 1 %. Both CPU clocks cost ~0.4 µs a read here (a system call),
 #: perf_counter_ns ~45 ns (vDSO), which is why ``min_time`` depends on the clock.
 CLOCKS: dict[str, Callable[[], int]] = {
     "wall": time.perf_counter_ns,
@@ -164,8 +164,9 @@ class Plan:
             warmup_time = _duration(api, "warmup", warmup)
             if warmup_time >= total:
                 raise MeasureError(
-                    f"{api}: warmup={warmup!r} is not shorter than max_time={max_time!r}: the "
-                    "warm-up counts towards max_time, so no round would be measured"
+                    f"{api}: warmup={warmup!r} is not shorter than max_time={max_time!r}, "
+                    "which bounds the whole measurement, warm-up included: shorten the warm-up "
+                    "or raise max_time"
                 )
         else:  # a bare float would be ambiguous: seconds, or rounds?
             raise MeasureError(_warmup_message(api, warmup))
