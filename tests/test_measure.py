@@ -40,9 +40,9 @@ def test_a_10us_function_is_calibrated_and_agrees_with_timeit() -> None:
     machine hits both alike: each block runs perf.measure and then timeit with the same number
     of calls per repeat, and the medians over all blocks are compared. The two run the same loop
     (`for _ in repeat(None, n): fn()` between two perf_counter reads) and agree within 1 % on a
-    quiet machine; the 10 % margin absorbs the machine's drift between blocks, and still catches
-    a harness that times the wrong thing (per-call time not divided by the calls of a round is
-    off ~10x; timing calls one by one adds two clock reads, ~10 % of a 10 µs call... here 1 %).
+    quiet machine; the 10 % margin absorbs the machine's drift between blocks and still catches
+    a harness that times the wrong thing: a round's time not divided by its ~50 calls, or a
+    round that also times the calibration or the setup.
     """
     perf = Recorder()
     perf.measure(ten_microseconds)
