@@ -20,6 +20,7 @@ from .units import UnitError
 if TYPE_CHECKING:
     from .load import LoadError, LoadResult, Request
     from .load.api import PerfLoad
+    from .measure import MeasureError, Timer
     from .memory import LeakDetected, LeakReport, MemoryBlock, MemoryBudgetExceeded, PerfMemory
     from .queries import PerfQueries, QueryCapture, Statement, fingerprint
     from .thresholds import ThresholdError
@@ -32,6 +33,8 @@ _LAZY = {
     "Request": "pytest_bridgeperf.load",
     "PerfLoad": "pytest_bridgeperf.load.api",
     "ThresholdError": "pytest_bridgeperf.thresholds",
+    "Timer": "pytest_bridgeperf.measure",
+    "MeasureError": "pytest_bridgeperf.measure",
     "PerfQueries": "pytest_bridgeperf.queries",
     "QueryCapture": "pytest_bridgeperf.queries",
     "Statement": "pytest_bridgeperf.queries",
@@ -50,6 +53,7 @@ __all__ = [
     "LeakReport",
     "LoadError",
     "LoadResult",
+    "MeasureError",
     "MemoryBlock",
     "MemoryBudgetExceeded",
     "Metric",
@@ -61,6 +65,7 @@ __all__ = [
     "Request",
     "Statement",
     "ThresholdError",
+    "Timer",
     "UnitError",
     "__version__",
     "fingerprint",

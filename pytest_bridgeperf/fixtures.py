@@ -22,7 +22,9 @@ if TYPE_CHECKING:  # the optional dependencies are imported when a fixture is fi
 
 @pytest.fixture
 def perf(request: pytest.FixtureRequest) -> Recorder:
-    """Record custom metrics: ``perf.record(name, value_or_samples, unit="s", better="lower")``.
+    """Record custom metrics: ``perf.record(name, value_or_samples, unit="s", better="lower")``;
+    time a function: ``perf.measure(fn, *args)`` (``await perf.ameasure(...)`` for coroutine
+    functions); time a block: ``with perf.timer("render"):``.
 
     Works in any test; with ``--perf`` the recorded metrics are checked against the marker's
     budgets and compared with the baseline.

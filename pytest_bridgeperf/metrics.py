@@ -7,10 +7,21 @@ test body ran.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from .measure import (
+    DEFAULT_MAX_TIME,
+    DEFAULT_ROUNDS,
+    DEFAULT_WARMUP,
+    Clock,
+    GcMode,
+    Plan,
+    Timer,
+    ameasure_function,
+    measure_function,
+)
 from .stats import LatencyHistogram, percentile, thin_samples
 from .tracing import timing_distortion
 from .units import (
@@ -34,6 +45,7 @@ __all__ = [
 ]
 
 Better = Literal["lower", "higher"]
+T = TypeVar("T")
 
 #: Units a metric can have, with whether that unit is noisy (timing-like) by default.
 UNITS: dict[str, bool] = {"s": True, "1/s": True, "bytes": False, "count": False, "ratio": False}
@@ -200,11 +212,28 @@ class Recorder:
     """Collects the metrics of one test. ``perf.record(...)`` and every fixture go through here."""
 
     def __init__(self) -> None:
-        self.metrics: dict[str, Metric] = {}
+        self._metrics: dict[str, Metric] = {}
+        #: distributions that ``perf.timer`` blocks grow during the test, by metric name
+        self._series: dict[str, _Series] = {}
         #: Set while something that distorts timings runs (a costly memory tracer); timings
         #: recorded meanwhile carry it as ``Metric.distorted``. Tracers and profilers from
         #: outside the plugin are detected when recording (``tracing.timing_distortion``).
         self.timing_distortion: str | None = None
+
+    @property
+    def metrics(self) -> dict[str, Metric]:
+        """The test's metrics by name. A ``perf.timer`` distribution gains a sample per entry of
+        its block; reading the metrics brings it up to date (its percentiles are computed here,
+        not on every entry, which keeps a timer in a tight loop cheap)."""
+        for series in self._series.values():
+            series.refresh()
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: dict[str, Metric]) -> None:
+        self._metrics = metrics
+        # a timer keeps growing its metric only while that very metric is still recorded
+        self._series = {n: s for n, s in self._series.items() if metrics.get(n) is s.metric}
 
     def record(
         self,
@@ -299,8 +328,133 @@ class Recorder:
         self.metrics[name] = metric
         return metric
 
+    # timing a function -------------------------------------------------------------------------
+    def measure(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        name: str | None = None,
+        rounds: int = DEFAULT_ROUNDS,
+        min_time: str | float | None = None,
+        max_time: str | float = DEFAULT_MAX_TIME,
+        warmup: int | str = DEFAULT_WARMUP,
+        clock: Clock = "wall",
+        gc: GcMode = "keep",
+        setup: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Time ``fn(*args, **kwargs)`` and record its per-call time as the metric ``name``
+        (default: the function's qualified name); returns what the last call returned.
+
+        Each of ``rounds`` rounds times as many calls as calibration found to fill ``min_time``
+        (default 500 µs on the wall clock, 1 ms on the CPU clock) and contributes its time per
+        call to the distribution; ``warmup`` rounds (an int) or time (``"100ms"``) run first
+        and are not recorded; ``max_time`` bounds the whole measurement (at least 5 rounds
+        run). ``clock="cpu"`` measures this thread's CPU time. ``gc="disable"`` turns the
+        garbage collector off during the rounds and collects the young generation between
+        them. ``setup()`` is called before each round and returns fresh ``(args, kwargs)``;
+        a round is then one call. An exception in ``fn`` propagates and records nothing.
+        """
+        __tracebackhide__ = True
+        plan = Plan.parse(
+            rounds=rounds,
+            min_time=min_time,
+            max_time=max_time,
+            warmup=warmup,
+            clock=clock,
+            gc=gc,
+            api="perf.measure",
+        )
+        return measure_function(self, fn, args, kwargs, name=name, plan=plan, setup=setup)
+
+    async def ameasure(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        name: str | None = None,
+        rounds: int = DEFAULT_ROUNDS,
+        min_time: str | float | None = None,
+        max_time: str | float = DEFAULT_MAX_TIME,
+        warmup: int | str = DEFAULT_WARMUP,
+        clock: Clock = "wall",
+        gc: GcMode = "keep",
+        setup: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """:meth:`measure` for coroutine functions: ``await perf.ameasure(fetch, url)``. Every
+        call is awaited on the running event loop (the test's), so tasks already running on
+        it — a server the test started — keep serving while the rounds are timed."""
+        __tracebackhide__ = True
+        plan = Plan.parse(
+            rounds=rounds,
+            min_time=min_time,
+            max_time=max_time,
+            warmup=warmup,
+            clock=clock,
+            gc=gc,
+            api="perf.ameasure",
+        )
+        return await ameasure_function(self, fn, args, kwargs, name=name, plan=plan, setup=setup)
+
+    def timer(self, name: str, *, clock: Clock = "wall") -> Timer:
+        """``with perf.timer("render"):`` records one sample per entry of the block; every entry
+        with this name in the test (a loop, several fixtures) adds to one distribution."""
+        return Timer(self, name, clock)
+
+    def accumulate(self, name: str, seconds: float, *, clock: str = "wall") -> Metric:
+        """Add one duration to the timing distribution ``name`` that grows over the test (what a
+        ``perf.timer`` block does on leaving). The first sample records the metric; later ones
+        join it. A name recorded otherwise (``perf.record``, ``perf.measure``) is refused."""
+        series = self._series.get(name)
+        if series is not None and self._metrics.get(name) is series.metric:
+            if clock != series.clock:
+                raise ValueError(
+                    f"metric {name!r}: timer entries with the {clock} clock cannot join "
+                    f"entries timed with the {series.clock} clock; give them another name"
+                )
+            series.add(seconds, self.timing_distortion)
+            return series.metric
+        if name in self._metrics:
+            raise ValueError(
+                f"metric {name!r} was already recorded in this test (perf.record or "
+                "perf.measure); give the timer a name of its own"
+            )
+        metric = self.record(name, [seconds], details={"clock": clock, "entries": 1})
+        self._series[name] = _Series(metric, clock)
+        return metric
+
     def __repr__(self) -> str:
         return f"<perf recorder: {len(self.metrics)} metric(s)>"
+
+
+class _Series:
+    """The samples of a ``perf.timer`` distribution since the metrics were last read."""
+
+    __slots__ = ("clock", "metric", "pending")
+
+    def __init__(self, metric: Metric, clock: str) -> None:
+        self.metric = metric
+        self.clock = clock
+        self.pending: list[float] = []
+
+    def add(self, seconds: float, distortion: str | None) -> None:
+        _check_finite(self.metric.name, seconds)
+        self.pending.append(seconds)
+        if distortion:
+            self.metric.distorted = distortion
+
+    def refresh(self) -> None:
+        if not self.pending:
+            return
+        metric = self.metric
+        assert metric.histogram is not None  # a timer records durations
+        for seconds in self.pending:
+            metric.histogram.record(seconds)
+        self.pending.clear()
+        metric.value = metric.statistic(metric.stat)
+        metric.details["entries"] = metric.histogram.count
 
 
 def _check_finite(name: str, value: float) -> None:

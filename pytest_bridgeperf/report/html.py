@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from .. import __version__
+from ..measure import describe
 from ..units import format_duration, format_value
 from .document import (
     STATUS_ORDER,
@@ -60,6 +61,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{border-bottom:1px solid var(--line);padding:.3em .5em;text-align:left;vertical-align:top}
 th{background:var(--panel);font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+small.how{color:var(--muted);font-size:.8rem}
 td.fp{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.8rem;word-break:break-all}
 tr.regressed td,tr.missing td{background:#ffebe9}tr.improved td{background:#dafbe1}
 .delta-up{color:var(--regressed);font-weight:600}.delta-down{color:var(--improved);font-weight:600}
@@ -125,12 +127,20 @@ def _metric_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f"<td>{escape(metric_label(row))}</td>"
             f"<td>{_badge(verdict)}{' ' + _badge('over budget') if failed_budget else ''}</td>"
             f'<td class="num">{escape(value_text(row.get("baseline"), unit))}</td>'
-            f'<td class="num">{escape(value_text(row.get("current"), unit))}</td>'
+            f'<td class="num">{escape(value_text(row.get("current"), unit))}{_how(row)}</td>'
             f'<td class="num">{escape(change_text(row))}</td>'
             f'<td class="budget">{escape(budget_text(row))}</td>'
             f'<td class="basis">{escape(str(row.get("basis", "")))}</td></tr>'
         )
     return f'<div class="scroll"><table class="metrics">{head}{"".join(body)}</table></div>'
+
+
+def _how(row: Mapping[str, Any]) -> str:
+    """How a timed function was measured, under its value: ``1,000 × 30, cpu``."""
+    how = describe(row.get("details"))
+    if not how or row.get("current") is None:
+        return ""
+    return f'<br><small class="how">{escape(how.strip("()"))}</small>'
 
 
 def _latency_figure(row: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..measure import describe
 from .document import (
     budget_text,
     change_text,
@@ -54,6 +55,14 @@ def _code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def _current(row: Mapping[str, Any]) -> str:
+    """This run's value, and for a timed function how it was measured: ``12.3 µs (1,000 × 30,
+    cpu)``."""
+    text = value_text(row.get("current"), row.get("unit", ""))
+    how = describe(row.get("details"))
+    return f"{text} {how}" if how and row.get("current") is not None else text
+
+
 def _metric_table(rows: list[Mapping[str, Any]]) -> list[str]:
     lines = [
         "| metric | baseline | this run | change | verdict | budget | basis |",
@@ -70,7 +79,7 @@ def _metric_table(rows: list[Mapping[str, Any]]) -> list[str]:
                 for x in (
                     metric_label(row),
                     value_text(row.get("baseline"), unit),
-                    value_text(row.get("current"), unit),
+                    _current(row),
                     change_text(row),
                     shown,
                     budget_text(row),
@@ -101,7 +110,7 @@ def _flat_table(
                     _cell(_code(nodeid)),
                     _cell(metric_label(row)),
                     _cell(value_text(row.get("baseline"), unit)),
-                    _cell(value_text(row.get("current"), unit)),
+                    _cell(_current(row)),
                     _cell(change_text(row)),
                 )
             )

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..measure import describe
 from ..units import format_change, format_value
 from .document import budget_text, metric_label
 
@@ -49,7 +50,8 @@ def _value(value: Any, unit: str) -> str:
 
 def metric_pieces(row: Mapping[str, Any], width: int = 40) -> list[Piece]:
     """The compact one-line summary of a metric, with the verdict and broken budgets coloured:
-    ``name stat   baseline → current   change  verdict  budget ✓``."""
+    ``name stat   baseline → current   change  verdict  budget ✓  (1,000 × 30, cpu)`` — the
+    last part, how a timed function was measured, at the end so the columns stay aligned."""
     unit = str(row.get("unit", ""))
     label = metric_label(row)
     base = _value(row.get("baseline"), unit)
@@ -65,6 +67,9 @@ def metric_pieces(row: Mapping[str, Any], width: int = 40) -> list[Piece]:
         for check in budgets:
             passed = bool(check.get("passed", True))
             pieces.append((" ✓" if passed else " ✗", {"green": True} if passed else {"red": True}))
+    how = describe(row.get("details"))
+    if how:
+        pieces.append((f"  {how}", {}))
     return pieces
 
 

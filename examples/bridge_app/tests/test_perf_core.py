@@ -4,26 +4,20 @@ Run with ``pytest --perf examples/bridge_app``; without ``--perf`` they are skip
 absolute limits, deliberately generous (an order of magnitude above what a laptop measures): they
 catch the disasters, while the committed baseline catches the drifts.
 
-The timings are CPU time of the test's thread (``time.thread_time``), not wall-clock time. SQLite
-runs in-process, so the CPU time is the work a call costs, and it barely moves when other
-processes compete for the cores: on a 2-core VM saturated by two busy loops the wall-clock median
-of the statistics query tripled (18 ms -> 58 ms) while its CPU-time median moved by 1 %. Wall-clock
-latency under concurrency is what the load tests (``perf_load``) measure.
-
-What the neighbours still do is slow everyone's memory accesses for a second or two at a time:
-the CPU-time median of the allocation-heavy dashboard page jumped by up to 50 % between
-back-to-back runs beside other test suites. So the samples are spread over ~2 s and the compared
-statistic is the minimum -- the call that ran undisturbed, which is what the code costs (the
-reasoning of ``timeit``). Over ten such runs the minimum varied by 1 % (statistics) and 14 %
-(dashboard page).
+The two computations are timed with ``perf.measure(..., clock="cpu")``: CPU time of the test's
+thread, not wall-clock time. SQLite runs in-process, so the CPU time is the work a call costs,
+and it barely moves when other processes compete for the cores: on a 2-core VM saturated by two
+busy loops the wall-clock median of the statistics query tripled (18 ms -> 58 ms) while its
+CPU-time median moved by 1 %. Wall-clock latency under concurrency is what the load tests
+(``perf_load``) measure. ``perf.measure`` warms up (the first calls compile SQL and fill SQLite's
+page cache and SQLAlchemy's statement cache), then times rounds of one call each — both take
+milliseconds, above the 1 ms a CPU-clock round is calibrated to — for up to its 2 s bound
+(40-170 rounds on a busy machine), and records their median.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,50 +36,23 @@ from pytest_bridgeperf import Recorder
 
 Client = TestClient[web.Request, web.Application]
 
-WARMUP = 3  # first calls compile SQL, fill SQLite's page cache and SQLAlchemy's statement cache
-SAMPLES = 30
-PAUSE = 0.05  # seconds between samples: spreads them over the neighbours' busy and quiet spells
 #: The guide's alert threshold: below this hit ratio the cache is not earning its keep.
 MIN_CACHE_HIT_RATIO = 0.7
 
 
-def cpu_time_samples(func: Callable[[], Any], n: int = SAMPLES) -> list[float]:
-    """CPU seconds of this thread for each of ``n`` calls of ``func``, after a warm-up.
-
-    Like ``timeit``, the garbage collector is off during a timed call: a collection's cost lands
-    on whichever call happens to trigger it.
-    """
-    for _ in range(WARMUP):
-        func()
-    samples = []
-    gc_was_enabled = gc.isenabled()
-    try:
-        for _ in range(n):
-            time.sleep(PAUSE)
-            gc.disable()
-            start = time.thread_time()
-            func()
-            samples.append(time.thread_time() - start)
-            if gc_was_enabled:
-                gc.enable()
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
-
-
-# 20 %: a wide margin over the 1 % spread of A/A reruns, still catching a +30 % slowdown.
+# 20 %: a wide margin over the spread of A/A reruns — 1.6 % and 5.5 % of the median over two
+# series of 6 and 8 runs beside other test suites (load average 10-12) — still catching +30 %.
 @pytest.mark.perf(p95="250ms", tolerance="20%")
 def test_statistics_computation(perf: Recorder, session: Session) -> None:
     """count/mean/min/max/p50/p95/p99 per metric over 10,000 measurements, in one SQL statement."""
-    rows = compute_statistics(session)
+    rows = perf.measure(compute_statistics, session, name="statistics", clock="cpu")
     assert sum(row["count"] for row in rows) == 10_000
-    perf.record("statistics", cpu_time_samples(lambda: compute_statistics(session)), stat="min")
 
 
-# The allocation-heavy page is the most sensitive to the neighbours (its A/A minimum spread 14 %);
-# 50 % keeps reruns green and catches the N+1 loader (4x). The fine guards of this page are its
-# payload bytes below (exact) and its statement count (the query-budget tests).
+# The allocation-heavy page is the most sensitive to the neighbours: its A/A spread was 15 % and
+# 32 % in the same two series (the hand-written loop it replaced, compared on its minimum: 14 %
+# beside it). 50 % keeps reruns green and catches the N+1 loader (4x). The fine guards of this
+# page are its payload bytes below (exact) and its statement count (the query-budget tests).
 @pytest.mark.perf(p95="300ms", tolerance="50%")
 def test_dashboards_page_of_100(perf: Recorder, session: Session) -> None:
     """One capped page (a client asked for 1,000): dashboards + widgets loaded and serialised."""
@@ -95,7 +62,12 @@ def test_dashboards_page_of_100(perf: Recorder, session: Session) -> None:
     def page_json() -> str:
         return json.dumps(list_dashboards(session, pagination))
 
-    perf.record("dashboards page of 100", cpu_time_samples(page_json), stat="min")
+    # gc="disable": a page triggers ~7 young-generation collections (measured), and now and
+    # then a full one — tens of ms in a process holding pytest, SQLAlchemy and aiohttp — lands
+    # on whichever round triggers it. With the collector off during the rounds (and a young
+    # collection between them) every round times the page's own work.
+    page = perf.measure(page_json, name="dashboards page of 100", clock="cpu", gc="disable")
+    assert len(json.loads(page)["data"]) == MAX_PAGE_SIZE
 
 
 @pytest.mark.perf
