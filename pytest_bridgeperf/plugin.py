@@ -221,14 +221,27 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.enabled or side:
         config.pluginmanager.register(BodyProbes(), "bridgeperf-probes")
     if settings.enabled and not side:
-        try:
-            baseline = Baseline.load(settings.baseline_path)
-        except BaselineError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        if settings.against is not None:
+            # judged against REF measured in this run: the committed baseline plays no part
+            baseline = Baseline(settings.baseline_path)
+        else:
+            try:
+                baseline = Baseline.load(settings.baseline_path)
+            except BaselineError as exc:
+                raise pytest.UsageError(str(exc)) from None
         session = PerfSession(config, settings, baseline)
         config.pluginmanager.register(session, "bridgeperf-session")
-        runner = RoundRunner(config, settings, baseline, session.fingerprint, session.worker)
-        config.pluginmanager.register(runner, "bridgeperf-rounds")
+        if settings.against is not None:
+            from .against.controller import AgainstRunner, AgainstXdist
+
+            against = AgainstRunner(config, settings, session.fingerprint)
+            session.against = against.checkout.label
+            config.pluginmanager.register(against, "bridgeperf-against")
+            if config.pluginmanager.hasplugin("xdist") and not session.worker:
+                config.pluginmanager.register(AgainstXdist(against), "bridgeperf-against-xdist")
+        else:
+            runner = RoundRunner(config, settings, baseline, session.fingerprint, session.worker)
+            config.pluginmanager.register(runner, "bridgeperf-rounds")
         # xdist's hooks are unknown to pluggy without xdist: register them only beside it
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(session), "bridgeperf-xdist")
@@ -314,6 +327,7 @@ class PerfSession:
         self.written: list[str] = []
         self.pruned: list[str] = []
         self.report_errors: list[str] = []
+        self.against: str | None = None  # --perf-against: how REF is named
 
     # collection ------------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)  # see every collected test, before -k/-m deselect some
@@ -503,7 +517,8 @@ class PerfSession:
         )
 
         verbose = self.config.get_verbosity() > 0
-        tr.write_sep("=", f"perf summary (env {self.settings.env})")
+        title = f"vs {self.against}" if self.against else f"env {self.settings.env}"
+        tr.write_sep("=", f"perf summary ({title})")
         not_comparable: dict[str, None] = {}  # why timings were not compared, in order seen
         # one column width for the whole table, so long request names do not break alignment
         width = min(
