@@ -120,7 +120,9 @@ class Run:
             c.count += 1
             c.status[status] = c.status.get(status, 0) + 1
             c.bytes += nbytes
-            if (status >= 400) if self.expect is None else (status not in self.expect):
+            # by default a success is 2xx/3xx; the only 1xx that ends a request is 101
+            # Switching Protocols, which a load test cannot follow
+            if (not 200 <= status < 400) if self.expect is None else (status not in self.expect):
                 c.errors += 1
                 kind = f"HTTP {status}"
                 c.error_types[kind] = c.error_types.get(kind, 0) + 1

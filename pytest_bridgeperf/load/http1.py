@@ -4,11 +4,29 @@ One :class:`HttpUser` per connection, no coroutine and no future per request: a 
 in the parser callback, the latency goes into an ``array``, and the next pre-encoded request is
 written from the same callback. No pipelining (one request in flight per connection), so each
 latency is what one client would see.
+
+What it does with the parts of HTTP/1.1 a load test meets (README, "HTTP conformance"):
+
+* interim ``1xx`` responses (``100 Continue``, ``103 Early Hints``) are skipped: the latency runs
+  to the end of the final response. ``101 Switching Protocols`` ends the connection (a load test
+  cannot speak the new protocol) and is an error unless ``expect_status`` names it;
+* bodies delimited by the server closing the connection (no ``Content-Length``, no chunked
+  encoding; HTTP/1.0 style) end at that close; a ``Content-Length`` or chunked body cut short by
+  a close is a ``ServerDisconnected`` error;
+* responses to ``HEAD`` and ``204``/``304`` responses have no body, whatever their headers say;
+* ``Connection: close`` (and HTTP/1.0 without keep-alive) closes the connection after the response;
+  the user's next request opens a new one;
+* a request whose connection closes (or is reset) before the head of its response is complete is
+  sent once more on a new connection when its method is idempotent (RFC 9112 §9.3.1; aiohttp does
+  the same), with its latency counted from the first attempt: a keep-alive connection that the
+  server closed (``keepalive_requests``, an idle timeout) costs a reconnect, not an error. A second
+  close counts as one ``ServerDisconnected`` error; non-idempotent requests are not resent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -18,11 +36,14 @@ from .engine import Run
 from .options import LoadOptions, Request, encode_dynamic_body
 from .safety import Target
 
-__all__ = ["HttpUser", "encode_request"]
+__all__ = ["IDEMPOTENT_METHODS", "HttpUser", "encode_request"]
 
 perf_counter_ns = time.perf_counter_ns
 _USER_AGENT = "pytest-bridgeperf"
 _RECONNECT_BACKOFF = 0.01
+#: RFC 9110 §9.2.2 (and aiohttp's list): these may be resent after a premature close
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_NEWLINE = ord("\n")
 
 
 def encode_request(
@@ -45,6 +66,50 @@ def encode_request(
         lines.append(f"Content-Length: {len(body or b'')}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head + (body or b"")
+
+
+class _HeadEnd(Exception):
+    """Raised from ``on_headers_complete`` to stop the parser at the end of a head."""
+
+
+class _Framing:
+    """Re-parses the raw head of a response to tell how its body ends (the slow path, only when
+    a connection closes mid-response): httptools does not expose llhttp's framing flags, and
+    asking for every header on every response would cost the hot path a Python call per
+    header."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transfer_encoding = b""
+        self.content_length = False
+        self.final = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"transfer-encoding":
+            self.transfer_encoding = value.strip().lower()
+        elif name == b"content-length":
+            self.content_length = True
+
+    def on_headers_complete(self) -> None:
+        if self.parser.get_status_code() < 200:  # an interim response: the next head follows
+            self.transfer_encoding, self.content_length = b"", False
+            return
+        self.final = True
+        raise _HeadEnd
+
+    @classmethod
+    def ends_at_close(cls, raw: bytes) -> bool:
+        """Whether the final response whose head is ``raw`` (interim responses before it
+        included) has a body that ends when the server closes the connection (RFC 9112 §6.3)."""
+        framing = cls()
+        with contextlib.suppress(httptools.HttpParserError):  # _HeadEnd, or a broken head
+            framing.parser.feed_data(raw)
+        if not framing.final:
+            return False
+        if framing.transfer_encoding:
+            return not framing.transfer_encoding.endswith(b"chunked")
+        return not framing.content_length
 
 
 class _Link(asyncio.Protocol):
@@ -70,17 +135,28 @@ class _Link(asyncio.Protocol):
 
 
 class HttpUser:
-    """A slot of the run: one keep-alive connection, at most one request in flight."""
+    """A slot of the run: one keep-alive connection, at most one request in flight.
+
+    Per response the hot path costs one ``feed_data`` and two parser callbacks
+    (``on_headers_complete``, ``on_message_complete``). State of the response in flight:
+    ``resp_bytes`` (wire bytes so far, 1xx included), ``head`` (the chunk in which the final
+    head ended, ``None`` before), ``early`` (earlier chunks of a head that spanned several reads,
+    kept only for :class:`_Framing`)."""
 
     __slots__ = (
+        "chunk",
         "connect_task",
+        "early",
         "engine",
+        "head",
         "link",
         "loop",
         "max_bytes",
+        "out",
         "parser",
         "req",
         "resp_bytes",
+        "retried",
         "run",
         "sent_ns",
         "start_ns",
@@ -102,6 +178,11 @@ class HttpUser:
         self.start_ns = 0
         self.sent_ns = 0
         self.resp_bytes = 0
+        self.chunk = b""
+        self.head: bytes | None = None
+        self.early: list[bytes] = []
+        self.retried = False
+        self.out = b""
 
     # connection ------------------------------------------------------------------------------
     async def preconnect(self) -> None:
@@ -113,10 +194,16 @@ class HttpUser:
             transport.abort()
             return
         self.transport = transport
-        self.parser = httptools.HttpResponseParser(self)
-        self.resp_bytes = 0
+        self._reset_parser()
         if self.start_ns:
             self._write()
+
+    def _reset_parser(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.resp_bytes = 0
+        self.head = None
+        if self.early:
+            self.early = []
 
     def _connect(self) -> None:
         self.connect_task = self.loop.create_task(self._do_connect())
@@ -129,18 +216,23 @@ class HttpUser:
             if self.link is link:
                 self.link = None
                 if self.start_ns:
-                    start, self.start_ns, self.sent_ns = self.start_ns, 0, 0
-                    self.run.fail(
-                        self, self.req, start, type(exc).__name__, backoff=_RECONNECT_BACKOFF
-                    )
+                    self._fail(type(exc).__name__, _RECONNECT_BACKOFF)
 
     def lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.link = None
-        if self.start_ns:
-            start, self.start_ns, self.sent_ns = self.start_ns, 0, 0
-            kind = type(exc).__name__ if exc is not None else "ServerDisconnected"
-            self.run.fail(self, self.req, start, kind, backoff=_RECONNECT_BACKOFF)
+        if not self.start_ns:
+            return
+        if self.head is not None:
+            if exc is None and _Framing.ends_at_close(b"".join(self.early) + self.head):
+                self._complete(perf_counter_ns(), close=False)
+                return
+        elif not self.retried and self.engine.idempotent[self.req]:
+            # closed before the head of the answer: resend once on a new connection
+            self.retried = True
+            self._connect()
+            return
+        self._fail(type(exc).__name__ if exc is not None else "ServerDisconnected", 0.0)
 
     def close(self) -> None:
         self.link = None
@@ -154,8 +246,9 @@ class HttpUser:
     def begin(self, req: int, start_ns: int) -> None:
         self.req = req
         self.start_ns = start_ns
+        self.retried = False
+        self.sent_ns = perf_counter_ns()  # the timeout covers a resend, too
         if self.transport is None:
-            self.sent_ns = perf_counter_ns()
             if self.link is None:
                 self._connect()
             return
@@ -164,32 +257,71 @@ class HttpUser:
     def _write(self) -> None:
         wire = self.wire[self.req]
         if wire is None:
-            try:
-                wire = self.engine.build(self.req)
-            except Exception as exc:  # the user's body factory: stop and show it
-                self.run.abort_with(exc)
-                return
-        self.sent_ns = perf_counter_ns()
+            if self.retried:
+                wire = self.out  # the same body again, not a new one from the factory
+            else:
+                try:
+                    wire = self.out = self.engine.build(self.req)
+                except Exception as exc:  # the user's body factory: stop and show it
+                    self.run.abort_with(exc)
+                    return
         self.transport.write(wire)  # type: ignore[union-attr]
+
+    def _fail(self, kind: str, backoff: float) -> None:
+        start, self.start_ns, self.sent_ns = self.start_ns, 0, 0
+        self.run.fail(self, self.req, start, kind, backoff=backoff)
 
     def abort(self, kind: str) -> None:
         self.close()
         if self.start_ns:
-            start, self.start_ns, self.sent_ns = self.start_ns, 0, 0
-            self.run.fail(self, self.req, start, kind)
+            self._fail(kind, 0.0)
+
+    def _complete(self, now: int, *, close: bool) -> None:
+        """The response in flight ended outside the hot path (at a close, at a HEAD's head, a
+        101); ``close`` drops the connection first, else the parser starts afresh."""
+        start, self.start_ns = self.start_ns, 0
+        status = self.parser.get_status_code()
+        nbytes = self.resp_bytes
+        if close:
+            self.close()
+        self._reset_parser()
+        self.run.ok(self, self.req, start, now, status, nbytes)
 
     def data_received(self, data: bytes) -> None:
-        self.resp_bytes += len(data)
-        if self.resp_bytes > self.max_bytes:
+        self.chunk = data
+        n = self.resp_bytes = self.resp_bytes + len(data)
+        if n > self.max_bytes:
             self.abort("ResponseTooLarge")
             return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgraded()
+            return
         except httptools.HttpParserError:
             self.abort("InvalidResponse")
+            return
+        if self.resp_bytes and self.head is None:
+            self.early.append(data)  # a head split over reads: kept for _Framing
+
+    def _upgraded(self) -> None:
+        """``101 Switching Protocols``: the rest of the connection speaks another protocol."""
+        now = perf_counter_ns()
+        if not self.start_ns:
+            self.abort("InvalidResponse")
+            return
+        self._complete(now, close=True)
+
+    def on_headers_complete(self) -> None:  # httptools callback
+        self.head = self.chunk
 
     def on_message_complete(self) -> None:  # httptools callback
         now = perf_counter_ns()
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:  # an interim response (100 Continue, 103 Early Hints): keep waiting
+            self.head = None
+            return
         start = self.start_ns
         if not start:  # an answer nobody asked for: the connection is out of step
             self.abort("InvalidResponse")
@@ -197,8 +329,9 @@ class HttpUser:
         self.start_ns = 0
         nbytes = self.resp_bytes
         self.resp_bytes = 0
-        parser = self.parser
-        status = parser.get_status_code()
+        self.head = None
+        if self.early:
+            self.early = []
         run = self.run
         if not parser.should_keep_alive():
             self.close()
@@ -222,6 +355,7 @@ class HttpUser:
             wire = self.wire[req]
             if wire is not None:
                 self.req = req
+                self.retried = False
                 self.start_ns = self.sent_ns = started = perf_counter_ns()
                 if started >= run.measure_start_ns:
                     run.sent += 1
@@ -234,6 +368,51 @@ class HttpUser:
         run.ok(self, self.req, start, now, status, nbytes)
 
 
+class HeadAwareUser(HttpUser):
+    """A user whose mix has ``HEAD`` requests. A response to ``HEAD`` has no body whatever its
+    ``Content-Length`` says (RFC 9110 §9.3.2), and httptools cannot be told so; so the head is
+    fed line by line and the parser stopped at its end, which also finds any bytes after it."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.engine.head_reqs[self.req] or not self.start_ns:
+            HttpUser.data_received(self, data)
+            return
+        self.chunk = data
+        n = self.resp_bytes = self.resp_bytes + len(data)
+        if n > self.max_bytes:
+            self.abort("ResponseTooLarge")
+            return
+        begin, size = 0, len(data)
+        while begin < size:
+            end = data.find(b"\n", begin) + 1 or size
+            try:
+                self.parser.feed_data(data[begin:end])
+            except httptools.HttpParserCallbackError as exc:
+                if not isinstance(exc.__context__, _HeadEnd):
+                    self.abort("InvalidResponse")
+                    return
+                # bytes after a HEAD's head: the connection is out of step, drop it
+                self._complete(perf_counter_ns(), close=end < size)
+                return
+            except httptools.HttpParserUpgrade:
+                self._upgraded()
+                return
+            except httptools.HttpParserError:
+                self.abort("InvalidResponse")
+                return
+            begin = end
+        if self.resp_bytes and self.head is None:
+            self.early.append(data)
+
+    def on_headers_complete(self) -> None:  # httptools callback
+        self.head = self.chunk
+        parser = self.parser
+        if self.start_ns and self.engine.head_reqs[self.req] and parser.get_status_code() >= 200:
+            raise _HeadEnd
+
+
 class FastHttpEngine:
     def __init__(self, run: Run, target: Target, options: LoadOptions) -> None:
         self.run = run
@@ -244,6 +423,8 @@ class FastHttpEngine:
         self.wire: list[bytes | None] = [
             None if r.body is not None else encode_request(r, target) for r in options.mix
         ]
+        self.idempotent = [r.method in IDEMPOTENT_METHODS for r in options.mix]
+        self.head_reqs = [r.method == "HEAD" for r in options.mix]
 
     def build(self, req: int) -> bytes:
         request = self.options.mix[req]
@@ -252,7 +433,8 @@ class FastHttpEngine:
         return encode_request(request, self.target, body, content_type)
 
     async def open(self, users: int) -> list[HttpUser]:
-        slots = [HttpUser(self) for _ in range(users)]
+        cls = HeadAwareUser if any(self.head_reqs) else HttpUser
+        slots = [cls(self) for _ in range(users)]
         await slots[0].preconnect()  # a refused connection fails here, before the others
         await asyncio.gather(*(s.preconnect() for s in slots[1:]))
         return slots
