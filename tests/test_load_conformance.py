@@ -419,3 +419,32 @@ def test_engines_agree_on_a_mixed_run() -> None:
         with ScriptedServer(script) as server:
             outcomes.append(outcome(load(server.url, engine, 40)))
     assert outcomes[0] == outcomes[1] == (40, {200: 30, 503: 10}, {"HTTP 503": 10}, 10)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_duration_run_counts_every_status_and_its_rounds(engine: str) -> None:
+    # a duration-bounded closed run takes the fast engine's inlined path, which logs statuses
+    # and sizes and counts them in bulk: every count must still add up, per round too
+    busy = b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"
+
+    def script(on_connection: int, overall: int, method: str) -> list[Step]:
+        return [busy if overall % 3 == 0 else OK]
+
+    with ScriptedServer(script) as server:
+        result = run_load(server.url, {"users": 3, "duration": "0.5s", "engine": engine})
+    n503 = result.status_counts.get(503, 0)
+    assert result.count == sum(result.status_counts.values()) == result.latency_count > 30
+    assert set(result.status_counts) == {200, 503}
+    assert result.errors == n503 == result.error_types["HTTP 503"]
+    assert result.count / 3 - 3 <= n503 <= result.count / 3 + 3  # every third of those served
+    if engine == "fast":  # wire bytes, heads included
+        assert result.bytes_received == n503 * len(busy) + result.status_counts[200] * len(OK)
+    # the per-round counts (recorded into the baseline as rps and error-rate samples) see the
+    # logged responses: a run of 0.5 s has 5 rounds of 100 ms (the last one may be cut by the
+    # end of the run), all of them busy
+    assert len(result.rounds) >= 4
+    assert all(count > 0 and errors <= count for count, errors in result.rounds)
+    # at least 4 of the 5 rounds are recorded; on a busy machine one round can carry much less
+    # than a fifth of the run, hence half rather than four fifths (unflushed logs would give 0)
+    assert sum(count for count, _ in result.rounds) >= 0.5 * result.count
+    assert sum(errors for _, errors in result.rounds) >= 0.5 * result.errors

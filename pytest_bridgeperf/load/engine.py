@@ -106,9 +106,13 @@ class Run:
         self._progress_shown = False
         self._progress_mark = (0, 0)
         self.interval_ns = 1e9 / options.rate if options.rate else 0.0
-        #: closed model, no think time, bounded by duration: engines may inline the next send
+        #: closed model, no think time, bounded by duration, not stopped: engines may inline the
+        #: next send
         self.hot = not self.open and not self.think and self.remaining < 0
         self._issued = 0
+        #: engines that count in bulk (the fast HTTP engine's status log) fold into the
+        #: collectors here before anyone reads them
+        self.flushers: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------------------ reporting
     def ok(self, slot: Slot, req: int, start_ns: int, now: int, status: int, nbytes: int) -> None:
@@ -274,9 +278,14 @@ class Run:
     def _loop_time(self, at_ns: int) -> float:
         return self.loop.time() + (at_ns - perf_counter_ns()) / 1e9
 
+    def flush(self) -> None:
+        for flush in self.flushers:
+            flush()
+
     def _round(self) -> None:
         if self.stopped:
             return
+        self.flush()
         for i, c in enumerate(self.collectors):
             count, errors = self._round_marks[i]
             c.rounds.append((c.count - count, c.errors - errors))
@@ -302,6 +311,7 @@ class Run:
         self._handles.append(self.loop.call_later(_PROGRESS_EVERY, self._tick))
 
     def progress_line(self) -> str:
+        self.flush()
         now = perf_counter_ns()
         count = sum(c.count for c in self.collectors)
         errors = sum(c.errors for c in self.collectors)
@@ -333,6 +343,7 @@ class Run:
         if self.stopped:
             return
         self.stopped = True
+        self.hot = False  # engines test only this flag on their hot path
         self.stop_ns = perf_counter_ns()
         for handle in self._handles:
             handle.cancel()
@@ -364,6 +375,7 @@ class Run:
 
     # ------------------------------------------------------------------------------ result
     def result(self, *, target: str, users: int) -> LoadResult:
+        self.flush()
         o = self.options
         stopped_at = self.stop_ns or perf_counter_ns()
         elapsed = max(0.0, (min(stopped_at, self.end_ns) - self.measure_start_ns) / 1e9)
