@@ -1,17 +1,19 @@
 """Throughput of perf_load's HTTP engine against wrk and an aiohttp ClientSession loop.
 
-    python benchmarks/load_throughput.py [--seconds 5] [--rounds 3] [--users 16]
+    python benchmarks/load_throughput.py [--seconds 5] [--rounds 5] [--users 16] [--skip-aiohttp]
 
 Starts a loopback target (nginx when installed, else a small uvloop server of its own), then
-measures, interleaved round by round so background load hits every tool alike:
+measures, interleaved round by round (wrk and perf_load back to back, which goes first
+alternating) so background load hits every tool alike:
 
 * ``wrk -t1 -c16`` (when installed) — the C reference;
 * an aiohttp ``ClientSession`` closed loop with 16 concurrent tasks — what hand-written Python
   load testers (and the Bridge guide's LoadTester) do;
 * ``perf_load`` with 16 users — every latency recorded into the HDR histogram.
 
-Prints requests/s per tool and round, the median, and the ratios perf_load/wrk and
-perf_load/aiohttp.
+Prints requests/s per tool and round with the round's perf_load/wrk ratio, the load average
+before and after, the medians with their spread (min–max), client CPU per request, and the
+ratios perf_load/wrk and perf_load/aiohttp.
 """
 
 from __future__ import annotations
@@ -212,48 +214,51 @@ def bench_aiohttp(url: str, seconds: float, users: int) -> tuple[float, float]:
 
 _PERF_LOAD = textwrap.dedent(
     """
-    import sys
+    import sys, time
     sys.path.insert(0, sys.argv[4])
     from pytest_bridgeperf.load import run_load
+    cpu = time.process_time()
     result = run_load(sys.argv[1], {"users": int(sys.argv[3]), "duration": float(sys.argv[2])})
+    cpu = time.process_time() - cpu
     assert result.errors == 0, result.summary()
     assert result.latency_count == result.count, "every latency is recorded"
-    print(result.rps, result.p50, result.p99, result.count)
+    print(result.rps, result.p50, result.p99, result.count, cpu)
     """
 )
 
 
 def bench_perf_load(url: str, seconds: float, users: int) -> tuple[float, float, float, float]:
     root = str(Path(__file__).resolve().parent.parent)
-    out, cpu = run_child([sys.executable, "-c", _PERF_LOAD, url, str(seconds), str(users), root])
-    rps, p50, p99, count = (float(x) for x in out.split())
-    # the interpreter's start-up and imports are not request handling
-    return rps, p50, p99, max(0.0, cpu - _startup_cpu()) / count
+    out, _ = run_child([sys.executable, "-c", _PERF_LOAD, url, str(seconds), str(users), root])
+    rps, p50, p99, count, cpu = (float(x) for x in out.split())
+    # CPU of the run itself, measured in the child: connecting, the requests, folding every
+    # latency into the histogram; not the interpreter's start-up nor the imports
+    return rps, p50, p99, cpu / count
 
 
-_STARTUP: list[float] = []
-
-
-def _startup_cpu() -> float:
-    """CPU seconds of starting Python and importing the load package (measured once)."""
-    if not _STARTUP:
-        root = str(Path(__file__).resolve().parent.parent)
-        code = f"import sys; sys.path.insert(0, {root!r}); import pytest_bridgeperf.load.http1"
-        _STARTUP.append(run_child([sys.executable, "-c", code])[1])
-    return _STARTUP[0]
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}–{max(values):,.0f}" if values else "-"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument(
         "--pin", action="store_true", help="pin the target to CPU 0 and each tool to CPU 1"
     )
+    parser.add_argument(
+        "--skip-aiohttp", action="store_true", help="measure only wrk and perf_load (faster)"
+    )
     args = parser.parse_args()
     if args.pin and (os.cpu_count() or 1) >= 2:
         PIN.update(target=0, client=1)
+    tools = ["wrk", "perf_load"] + ([] if args.skip_aiohttp else ["aiohttp"])
+    rows: dict[str, list[float]] = {k: [] for k in tools}
+    cpu: dict[str, list[float]] = {k: [] for k in tools}
+    ratios: list[float] = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bridgeperf-bench-") as tmp:
         proc, url, name = start_target(Path(tmp))
         try:
@@ -261,42 +266,60 @@ def main() -> int:
             print(f"target: {name} at {url}; {args.users} connections, {args.seconds:g} s each")
             pinned = ", target on CPU 0, tools on CPU 1" if PIN["client"] is not None else ""
             print(f"machine: {os.cpu_count()} CPUs{pinned}, Python {sys.version.split()[0]}")
-            rows: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
-            cpu: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
+            print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*load_before))
             for i in range(args.rounds):
+                # wrk and perf_load back to back in every round, the first of them alternating,
+                # so both see the same background load
+                order = ["wrk", "perf_load"] if i % 2 == 0 else ["perf_load", "wrk"]
                 line = f"round {i + 1}: "
-                wrk = bench_wrk(url, args.seconds, args.users)
-                if wrk is not None:
-                    rows["wrk"].append(wrk[0])
-                    cpu["wrk"].append(wrk[1])
-                    line += f"wrk {wrk[0]:>9,.0f}/s  "
-                rps, per = bench_aiohttp(url, args.seconds, args.users)
-                rows["aiohttp"].append(rps)
-                cpu["aiohttp"].append(per)
-                line += f"aiohttp {rps:>8,.0f}/s  "
-                rps, p50, p99, per = bench_perf_load(url, args.seconds, args.users)
-                rows["perf_load"].append(rps)
-                cpu["perf_load"].append(per)
-                line += f"perf_load {rps:>9,.0f}/s (p50 {p50 * 1e6:.0f} µs, p99 {p99 * 1e6:.0f} µs)"
-                print(line, flush=True)
+                got: dict[str, float] = {}
+                for tool in order + tools[2:]:
+                    if tool == "wrk":
+                        wrk = bench_wrk(url, args.seconds, args.users)
+                        if wrk is None:
+                            continue
+                        rps, per = wrk
+                        line += f"wrk {rps:>9,.0f}/s  "
+                    elif tool == "aiohttp":
+                        rps, per = bench_aiohttp(url, args.seconds, args.users)
+                        line += f"aiohttp {rps:>8,.0f}/s  "
+                    else:
+                        rps, p50, p99, per = bench_perf_load(url, args.seconds, args.users)
+                        line += (
+                            f"perf_load {rps:>9,.0f}/s (p50 {p50 * 1e6:.0f} µs, "
+                            f"p99 {p99 * 1e6:.0f} µs)  "
+                        )
+                    rows[tool].append(rps)
+                    cpu[tool].append(per)
+                    got[tool] = rps
+                if "wrk" in got:
+                    ratios.append(got["perf_load"] / got["wrk"])
+                    line += f"ratio {ratios[-1]:.2f}"
+                print(line.rstrip(), flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+    load_after = os.getloadavg()
+    print("load average after (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*load_after))
     med = {k: statistics.median(v) for k, v in rows.items() if v}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
-    print("\nmedian of the rounds:     requests/s   client CPU per request")
+    print("\nmedian of the rounds:     requests/s   (min–max)             client CPU per request")
     for key, value in med.items():
-        print(f"  {key:<10} {value:>20,.0f}   {med_cpu[key] * 1e6:>8.2f} µs")
+        spread = f"({_spread(rows[key])})"
+        print(f"  {key:<10} {value:>20,.0f}   {spread:<21} {med_cpu[key] * 1e6:>8.2f} µs")
     print("ratios (medians; throughput, and CPU efficiency = requests per client CPU second):")
     if "wrk" in med:
         print(
             f"  perf_load / wrk     = {med['perf_load'] / med['wrk']:.2f} throughput, "
-            f"{med_cpu['wrk'] / med_cpu['perf_load']:.2f} efficiency  (target >= 0.70)"
+            f"{med_cpu['wrk'] / med_cpu['perf_load']:.2f} efficiency  (target >= 0.90); "
+            f"per round {min(ratios):.2f}–{max(ratios):.2f}, "
+            f"median {statistics.median(ratios):.2f}"
         )
-    print(
-        f"  perf_load / aiohttp = {med['perf_load'] / med['aiohttp']:.2f} throughput, "
-        f"{med_cpu['aiohttp'] / med_cpu['perf_load']:.2f} efficiency  (target >= 5)"
-    )
+    if "aiohttp" in med:
+        print(
+            f"  perf_load / aiohttp = {med['perf_load'] / med['aiohttp']:.2f} throughput, "
+            f"{med_cpu['aiohttp'] / med_cpu['perf_load']:.2f} efficiency  (target >= 5)"
+        )
     return 0
 
 
