@@ -240,6 +240,151 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):,.0f}–{max(values):,.0f}" if values else "-"
 
 
+# ------------------------------------------------------------------------------------ --profile
+# Where perf_load's time goes, piece by piece: the kernel (syscalls per request), the Python hot
+# path per response (on a stubbed transport, next to a bare httptools protocol: the floor of a
+# Python client of this design), and the fold of the latencies into the HDR histogram.
+
+_NGINX_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 02:30:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
+    b"hello, world"
+)
+
+
+class _NullTransport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _python_per_response(n: int = 200_000) -> tuple[float, float]:
+    """Seconds per response: perf_load's data_received + on_message_complete (recording the
+    latency, logging the status, writing the next request), and a bare httptools protocol that
+    only appends the latency and writes."""
+    import asyncio
+    from array import array
+
+    import httptools
+
+    from pytest_bridgeperf.load.engine import Run
+    from pytest_bridgeperf.load.http1 import FastHttpEngine, HttpUser
+    from pytest_bridgeperf.load.options import build_options
+    from pytest_bridgeperf.load.safety import parse_url
+
+    loop = asyncio.new_event_loop()
+    options = build_options({"users": 1, "duration": 5}, max_duration=60, default_path="/")
+    run = Run(options, loop, label="profile")
+    user = HttpUser(FastHttpEngine(run, parse_url("http://127.0.0.1:1/"), options))
+    user.transport = _NullTransport()  # type: ignore[assignment]
+    user._reset_parser()
+    user.start_ns = time.perf_counter_ns()
+    run.inflight = 1
+    feed = user.data_received
+    start = time.perf_counter()
+    for _ in range(n):
+        feed(_NGINX_RESPONSE)
+    engine = (time.perf_counter() - start) / n
+    run.flush()
+    assert run.collectors[0].count == n
+    loop.close()
+
+    clock = time.perf_counter_ns
+    latencies: array[int] = array("q")
+    null = _NullTransport()
+
+    class Bare:
+        def __init__(self) -> None:
+            self.parser = httptools.HttpResponseParser(self)
+            self.start = clock()
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_complete(self) -> None:
+            now = clock()
+            latencies.append(now - self.start)
+            self.start = clock()
+            null.write(b"")
+
+    bare_feed = Bare().data_received
+    start = time.perf_counter()
+    for _ in range(n):
+        bare_feed(_NGINX_RESPONSE)
+    return engine, (time.perf_counter() - start) / n
+
+
+def _fold_per_latency(n: int) -> tuple[float, float]:
+    """Seconds per latency folding ``n`` latencies (log-normal around 150 µs), pure Python and
+    with numpy (what the engine uses from 50,000 latencies on, when numpy is installed)."""
+    import random
+    from array import array
+
+    from pytest_bridgeperf.load import result
+    from pytest_bridgeperf.stats import LatencyHistogram
+
+    rng = random.Random(1)
+    values = array("q", (int(rng.lognormvariate(11.9, 0.5)) for _ in range(n)))
+    times = []
+    for threshold in (10**12, 0):  # pure Python, then numpy
+        saved, result._NUMPY_FOLD_MIN = result._NUMPY_FOLD_MIN, threshold
+        try:
+            start = time.perf_counter()
+            result.fold_latencies(LatencyHistogram(), values)
+            times.append((time.perf_counter() - start) / n)
+        finally:
+            result._NUMPY_FOLD_MIN = saved
+    return times[0], times[1]
+
+
+def _syscalls(url: str, seconds: float, users: int) -> None:
+    strace = shutil.which("strace")
+    if strace is None:
+        print("  (strace not installed: no syscall counts)")
+        return
+    root = str(Path(__file__).resolve().parent.parent)
+    tools = {"perf_load": [sys.executable, "-c", _PERF_LOAD, url, str(seconds), str(users), root]}
+    wrk = shutil.which("wrk")
+    if wrk:
+        tools["wrk"] = [wrk, "-t1", f"-c{users}", f"-d{seconds:g}s", url]
+    for name, cmd in tools.items():
+        with tempfile.NamedTemporaryFile("r", suffix=".strace") as log:
+            out = subprocess.run(
+                [strace, "-f", "-c", "-o", log.name, *cmd], capture_output=True, text=True
+            ).stdout
+            counts = {}
+            for line in log.read().splitlines():
+                parts = line.split()
+                if len(parts) >= 5 and parts[-1].isidentifier() and parts[3].isdigit():
+                    counts[parts[-1]] = int(parts[3])
+        if name == "wrk":
+            requests = next(int(x.split()[0]) for x in out.splitlines() if " requests in " in x)
+        else:
+            requests = int(float(out.split()[3]))
+        wanted = ("read", "write", "epoll_ctl", "epoll_wait", "epoll_pwait")
+        per = ", ".join(f"{k} {counts[k] / requests:.2f}" for k in wanted if k in counts)
+        total = sum(counts.get(k, 0) for k in wanted) / requests
+        print(f"  {name:<10} {total:.2f} syscalls per request under strace ({per})")
+
+
+def profile(url: str, seconds: float, users: int) -> None:
+    print("syscalls per request (strace -c -f; strace slows both tools alike):")
+    _syscalls(url, min(seconds, 2.0), users)
+    engine, bare = _python_per_response()
+    print(
+        f"Python per response (stubbed transport): perf_load {engine * 1e6:.2f} µs, bare "
+        f"httptools protocol {bare * 1e6:.2f} µs (+{(engine - bare) * 1e6:.2f} µs for "
+        "bookkeeping)"
+    )
+    pure, vectorised = _fold_per_latency(1_000_000)
+    print(
+        f"fold into the HDR histogram, per latency (1,000,000 latencies): pure Python "
+        f"{pure * 1e9:.0f} ns, numpy {vectorised * 1e9:.0f} ns (after the run, not in rps)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -251,7 +396,21 @@ def main() -> int:
     parser.add_argument(
         "--skip-aiohttp", action="store_true", help="measure only wrk and perf_load (faster)"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="show where perf_load's time goes (syscalls, Python per response, fold) and stop",
+    )
     args = parser.parse_args()
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="bridgeperf-bench-") as tmp:
+            proc, url, _ = start_target(Path(tmp))
+            try:
+                profile(url, args.seconds, args.users)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+        return 0
     if args.pin and (os.cpu_count() or 1) >= 2:
         PIN.update(target=0, client=1)
     tools = ["wrk", "perf_load"] + ([] if args.skip_aiohttp else ["aiohttp"])

@@ -49,8 +49,6 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 #: the first bytes of a response kept in case its connection closes mid-response (a larger
 #: head counts as incomplete; aiohttp refuses header lines over 8 KiB)
 _KEEP_HEAD = 64 * 1024
-_STATUS_BITS = 10  # llhttp takes three-digit statuses: < 1024
-_STATUS_MASK = (1 << _STATUS_BITS) - 1
 
 
 def encode_request(
@@ -166,7 +164,6 @@ class HttpUser:
         "early",
         "engine",
         "link",
-        "log",
         "loop",
         "max_bytes",
         "only",
@@ -176,6 +173,7 @@ class HttpUser:
         "resent",
         "resp_bytes",
         "run",
+        "rx",
         "schedule",
         "sent_ns",
         "start_ns",
@@ -190,7 +188,8 @@ class HttpUser:
         self.wire = engine.wire
         self.collectors = engine.run.collectors
         self.schedule = engine.run.schedule
-        self.log = engine.log
+        #: per request: bytes of the responses the hot path recorded, not yet counted
+        self.rx = [0] * len(engine.wire)
         self.only = engine.wire[0] if len(engine.wire) == 1 else None  # one static request
         self.max_bytes = engine.options.max_response_size
         self.transport: asyncio.Transport | None = None
@@ -227,13 +226,15 @@ class HttpUser:
 
     def _new_parser(self) -> Any:
         """This connection's parser. Its ``on_message_complete`` is a closure over what stays
-        the same for the connection (the run, the collectors, the parser's and the transport's
-        bound methods): cell reads instead of attribute chains take ~13 % off the Python time
-        per response (measured on a stubbed transport)."""
+        the same for the connection (the run, the engine's logs, the parser's and the
+        transport's bound methods): cell reads instead of attribute chains take ~13 % off the
+        Python time per response (measured on a stubbed transport, see
+        ``benchmarks/load_throughput.py --profile``)."""
         user = self
         run = self.run
-        collectors = self.collectors
-        logs = self.log
+        lats = self.engine.lats
+        odds = self.engine.odd
+        rx = self.rx
         only = self.only
         schedule = self.schedule
         wires = self.wire
@@ -256,27 +257,31 @@ class HttpUser:
             if run.hot and keep_alive():
                 # the closed model's hot path, inlined: record, then send the next request now
                 req = user.req
-                if start >= run.measure_start_ns:
-                    # the latency as is; status and size as one number into a log that
-                    # FastHttpEngine.flush counts in bulk (count, status_counts, errors, bytes):
-                    # per request one C call instead of a dozen bytecodes
-                    collectors[req].lat.append(now - start)
-                    logs[req].append(nbytes << _STATUS_BITS | status)
                 wire = only
                 if wire is None:  # a mix, or a body factory: follow the schedule
                     seq = run.seq
-                    req = schedule[seq % run.schedule_len]
-                    wire = wires[req]
-                    if wire is None:
+                    nxt = schedule[seq % run.schedule_len]
+                    wire = wires[nxt]
+                    if wire is None:  # a body factory: through the controller
                         user.start_ns = 0
-                        run.inflight -= 1
-                        run.next(user)
+                        run.ok(user, req, start, now, status, nbytes)
                         return
                     run.seq = seq + 1
-                    user.req = req
-                user.start_ns = user.sent_ns = started = perf_counter_ns()
-                if started >= run.measure_start_ns:
+                    user.req = nxt
+                measure = run.measure_start_ns
+                if start >= measure:
+                    # into the engine's logs, counted in bulk by FastHttpEngine.flush: a status
+                    # other than 200 and the bytes cost a compare and an add, not a dict update
+                    lats[req].append(now - start)
+                    if status != 200:
+                        odds[req].append(status)
+                    rx[req] += nbytes
+                    user.start_ns = user.sent_ns = perf_counter_ns()
                     run.sent += 1
+                else:
+                    user.start_ns = user.sent_ns = started = perf_counter_ns()
+                    if started >= measure:
+                        run.sent += 1
                 write(wire)  # type: ignore[misc]
                 return
             user.start_ns = 0
@@ -455,28 +460,41 @@ class FastHttpEngine:
         ]
         self.idempotent = [r.method in IDEMPOTENT_METHODS for r in options.mix]
         self.head_reqs = [r.method == "HEAD" for r in options.mix]
-        #: per request: ``bytes << _STATUS_BITS | status`` of each response the hot path
-        #: recorded, not yet counted
-        self.log = [array("q") for _ in options.mix]
+        #: per request: latencies the hot path recorded, and their statuses other than 200;
+        #: flush() moves them into the collectors
+        self.lats = [array("q") for _ in options.mix]
+        self.odd = [array("H") for _ in options.mix]
+        self.users: list[HttpUser] = []
         run.flushers.append(self.flush)
 
     def flush(self) -> None:
-        """Count the logged responses into the collectors (before rounds, progress, results);
-        a Counter over the log is ~30 ns per response, once."""
+        """Count what the hot path logged into the collectors (before rounds, progress and
+        results): ~30 ns per response, once, instead of a count, a status-dict update, an error
+        check and a byte sum per response."""
         expect = self.run.expect
-        for collector, log in zip(self.run.collectors, self.log, strict=True):
-            if not log:
+        for req, (collector, lats, odd) in enumerate(
+            zip(self.run.collectors, self.lats, self.odd, strict=True)
+        ):
+            n = len(lats)
+            if not n:
                 continue
-            for value, n in Counter(log).items():
-                status = value & _STATUS_MASK
-                collector.count += n
-                collector.bytes += (value >> _STATUS_BITS) * n
-                collector.status[status] = collector.status.get(status, 0) + n
+            collector.lat.extend(lats)
+            del lats[:]
+            statuses = Counter(odd)
+            del odd[:]
+            rest = n - statuses.total()
+            if rest:
+                statuses[200] += rest
+            for status, k in statuses.items():
+                collector.count += k
+                collector.status[status] = collector.status.get(status, 0) + k
                 if (not 200 <= status < 400) if expect is None else (status not in expect):
-                    collector.errors += n
+                    collector.errors += k
                     kind = f"HTTP {status}"
-                    collector.error_types[kind] = collector.error_types.get(kind, 0) + n
-            del log[:]
+                    collector.error_types[kind] = collector.error_types.get(kind, 0) + k
+            for user in self.users:
+                collector.bytes += user.rx[req]
+                user.rx[req] = 0
 
     def build(self, req: int) -> bytes:
         request = self.options.mix[req]
@@ -486,7 +504,7 @@ class FastHttpEngine:
 
     async def open(self, users: int) -> list[HttpUser]:
         cls = HeadAwareUser if any(self.head_reqs) else HttpUser
-        slots = [cls(self) for _ in range(users)]
+        slots = self.users = [cls(self) for _ in range(users)]
         await slots[0].preconnect()  # a refused connection fails here, before the others
         await asyncio.gather(*(s.preconnect() for s in slots[1:]))
         return slots
