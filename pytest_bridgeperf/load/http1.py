@@ -159,7 +159,6 @@ class HttpUser:
     the connection close)."""
 
     __slots__ = (
-        "collectors",
         "connect_task",
         "early",
         "engine",
@@ -186,7 +185,6 @@ class HttpUser:
         self.run = engine.run
         self.loop = engine.run.loop
         self.wire = engine.wire
-        self.collectors = engine.run.collectors
         self.schedule = engine.run.schedule
         #: per request: bytes of the responses the hot path recorded, not yet counted
         self.rx = [0] * len(engine.wire)
