@@ -1,4 +1,4 @@
-"""The aiohttp client engine: https, redirects (checked against the allowed hosts), HEAD.
+"""The aiohttp client engine: https, and redirects (checked against the allowed hosts).
 
 Slower per request than :mod:`.http1` (a coroutine and aiohttp's machinery per request), so the
 fast engine is the default for plain ``http://``.
@@ -43,7 +43,7 @@ def _kind(exc: BaseException) -> str:
         # aiohttp raises ClientPayloadError only when the connection ended inside a body
         # (Content-Length or chunks cut short): the fast engine's ServerDisconnected
         return "ServerDisconnected"
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientResponseError):
         return "InvalidResponse"
     if isinstance(exc, _TooLarge):
         return "ResponseTooLarge"

@@ -110,8 +110,8 @@ class Run:
         #: next send
         self.hot = not self.open and not self.think and self.remaining < 0
         self._issued = 0
-        #: engines that count in bulk (the fast HTTP engine's status log) fold into the
-        #: collectors here before anyone reads them
+        #: engines that count in bulk (the fast HTTP engine's logs) fold into the collectors
+        #: here before anyone reads them
         self.flushers: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------------------ reporting
