@@ -20,7 +20,8 @@ What it does with the parts of HTTP/1.1 a load test meets (README, "HTTP conform
   sent once more on a new connection when its method is idempotent (RFC 9112 §9.3.1; aiohttp does
   the same), with its latency counted from the first attempt: a keep-alive connection that the
   server closed (``keepalive_requests``, an idle timeout) costs a reconnect, not an error. A second
-  close counts as one ``ServerDisconnected`` error; non-idempotent requests are not resent.
+  close counts as one error (``ServerDisconnected``, or ``ConnectionResetError`` for a reset);
+  non-idempotent requests are not resent.
 """
 
 from __future__ import annotations
