@@ -16,12 +16,13 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pytest
 
 from pytest_bridgeperf.load import LoadResult, run_load
+from pytest_bridgeperf.load.options import LoadOptions
 
 ENGINES = ["fast", "aiohttp"]
 
@@ -142,9 +143,24 @@ class ScriptedServer:
             await writer.drain()
 
 
+# Several cases fail every request on purpose. Where perf_load refuses such a run unless told
+# (expect_errors=True, LoadError), tell it: these tests check the errors themselves.
+_ALL_ERRORS_OK = (
+    {"expect_errors": True} if "expect_errors" in {f.name for f in fields(LoadOptions)} else {}
+)
+
+
 def load(url: str, engine: str, requests: int, users: int = 1, **options: Any) -> LoadResult:
     return run_load(
-        url, {"requests": requests, "users": users, "engine": engine, "timeout": "3s", **options}
+        url,
+        {
+            "requests": requests,
+            "users": users,
+            "engine": engine,
+            "timeout": "3s",
+            **_ALL_ERRORS_OK,
+            **options,
+        },
     )
 
 
