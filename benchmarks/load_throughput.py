@@ -1,22 +1,26 @@
 """Throughput of perf_load's HTTP engine against wrk and an aiohttp ClientSession loop.
 
-    python benchmarks/load_throughput.py [--seconds 5] [--rounds 3] [--users 16]
+    python benchmarks/load_throughput.py [--seconds 5] [--rounds 5] [--users 16] [--skip-aiohttp]
 
 Starts a loopback target (nginx when installed, else a small uvloop server of its own), then
-measures, interleaved round by round so background load hits every tool alike:
+measures, interleaved round by round (wrk and perf_load back to back, which goes first
+alternating) so background load hits every tool alike:
 
 * ``wrk -t1 -c16`` (when installed) — the C reference;
 * an aiohttp ``ClientSession`` closed loop with 16 concurrent tasks — what hand-written Python
   load testers (and the Bridge guide's LoadTester) do;
 * ``perf_load`` with 16 users — every latency recorded into the HDR histogram.
 
-Prints requests/s per tool and round, the median, and the ratios perf_load/wrk and
-perf_load/aiohttp.
+Prints requests/s per tool and round with the round's perf_load/wrk ratio, the load average
+before and after, the medians with their spread (min–max), client CPU per request, and the
+ratios perf_load/wrk and perf_load/aiohttp.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -212,48 +216,216 @@ def bench_aiohttp(url: str, seconds: float, users: int) -> tuple[float, float]:
 
 _PERF_LOAD = textwrap.dedent(
     """
-    import sys
+    import importlib.util, sys, time
     sys.path.insert(0, sys.argv[4])
     from pytest_bridgeperf.load import run_load
+    if importlib.util.find_spec("numpy"):
+        import numpy  # the fold's, imported once per process: an import, not request handling
+    cpu = time.process_time()
     result = run_load(sys.argv[1], {"users": int(sys.argv[3]), "duration": float(sys.argv[2])})
+    cpu = time.process_time() - cpu
     assert result.errors == 0, result.summary()
     assert result.latency_count == result.count, "every latency is recorded"
-    print(result.rps, result.p50, result.p99, result.count)
+    print(result.rps, result.p50, result.p99, result.count, cpu)
     """
 )
 
 
 def bench_perf_load(url: str, seconds: float, users: int) -> tuple[float, float, float, float]:
     root = str(Path(__file__).resolve().parent.parent)
-    out, cpu = run_child([sys.executable, "-c", _PERF_LOAD, url, str(seconds), str(users), root])
-    rps, p50, p99, count = (float(x) for x in out.split())
-    # the interpreter's start-up and imports are not request handling
-    return rps, p50, p99, max(0.0, cpu - _startup_cpu()) / count
+    out, _ = run_child([sys.executable, "-c", _PERF_LOAD, url, str(seconds), str(users), root])
+    rps, p50, p99, count, cpu = (float(x) for x in out.split())
+    # CPU of the run itself, measured in the child: connecting, the requests, folding every
+    # latency into the histogram; not the interpreter's start-up nor the imports (numpy's
+    # included: ~0.1 s, which would add ~1.5 µs per request to a 3 s run)
+    return rps, p50, p99, cpu / count
 
 
-_STARTUP: list[float] = []
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}–{max(values):,.0f}" if values else "-"
 
 
-def _startup_cpu() -> float:
-    """CPU seconds of starting Python and importing the load package (measured once)."""
-    if not _STARTUP:
-        root = str(Path(__file__).resolve().parent.parent)
-        code = f"import sys; sys.path.insert(0, {root!r}); import pytest_bridgeperf.load.http1"
-        _STARTUP.append(run_child([sys.executable, "-c", code])[1])
-    return _STARTUP[0]
+# ------------------------------------------------------------------------------------ --profile
+# Where perf_load's time goes, piece by piece: the kernel (syscalls per request), the Python hot
+# path per response (on a stubbed transport, next to a bare httptools protocol: the floor of a
+# Python client of this design), and the fold of the latencies into the HDR histogram.
+
+_NGINX_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 02:30:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
+    b"hello, world"
+)
+
+
+class _NullTransport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _python_per_response(n: int = 200_000) -> tuple[float, float]:
+    """Seconds per response: perf_load's data_received + on_message_complete (recording the
+    latency, logging the status, writing the next request), and a bare httptools protocol that
+    only appends the latency and writes."""
+    import asyncio
+    from array import array
+
+    import httptools
+
+    from pytest_bridgeperf.load.engine import Run
+    from pytest_bridgeperf.load.http1 import FastHttpEngine, HttpUser
+    from pytest_bridgeperf.load.options import build_options
+    from pytest_bridgeperf.load.safety import parse_url
+
+    loop = asyncio.new_event_loop()
+    options = build_options({"users": 1, "duration": 5}, max_duration=60, default_path="/")
+    run = Run(options, loop, label="profile")
+    user = HttpUser(FastHttpEngine(run, parse_url("http://127.0.0.1:1/"), options))
+    user.transport = _NullTransport()  # type: ignore[assignment]
+    user._reset_parser()
+    user.start_ns = time.perf_counter_ns()
+    run.inflight = 1
+    feed = user.data_received
+    start = time.perf_counter()
+    for _ in range(n):
+        feed(_NGINX_RESPONSE)
+    engine = (time.perf_counter() - start) / n
+    run.flush()
+    assert run.collectors[0].count == n
+    loop.close()
+
+    clock = time.perf_counter_ns
+    latencies: array[int] = array("q")
+    null = _NullTransport()
+
+    class Bare:
+        def __init__(self) -> None:
+            self.parser = httptools.HttpResponseParser(self)
+            self.start = clock()
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_complete(self) -> None:
+            now = clock()
+            latencies.append(now - self.start)
+            self.start = clock()
+            null.write(b"")
+
+    bare_feed = Bare().data_received
+    start = time.perf_counter()
+    for _ in range(n):
+        bare_feed(_NGINX_RESPONSE)
+    return engine, (time.perf_counter() - start) / n
+
+
+def _fold_per_latency(n: int) -> tuple[float, float]:
+    """Seconds per latency folding ``n`` latencies (log-normal around 150 µs), pure Python and
+    with numpy (what the engine uses from 50,000 latencies on, when numpy is installed; its
+    import, ~0.1 s of CPU, is left out)."""
+    import random
+    from array import array
+
+    from pytest_bridgeperf.load import result
+    from pytest_bridgeperf.stats import LatencyHistogram
+
+    rng = random.Random(1)
+    values = array("q", (int(rng.lognormvariate(11.9, 0.5)) for _ in range(n)))
+    if importlib.util.find_spec("numpy") is not None:
+        importlib.import_module("numpy")  # once per run, before the fold: not per latency
+    times = []
+    for threshold in (10**12, 0):  # pure Python, then numpy
+        saved, result._NUMPY_FOLD_MIN = result._NUMPY_FOLD_MIN, threshold
+        try:
+            start = time.perf_counter()
+            result.fold_latencies(LatencyHistogram(), values)
+            times.append((time.perf_counter() - start) / n)
+        finally:
+            result._NUMPY_FOLD_MIN = saved
+    return times[0], times[1]
+
+
+def _syscalls(url: str, seconds: float, users: int) -> None:
+    strace = shutil.which("strace")
+    if strace is None:
+        print("  (strace not installed: no syscall counts)")
+        return
+    root = str(Path(__file__).resolve().parent.parent)
+    tools = {"perf_load": [sys.executable, "-c", _PERF_LOAD, url, str(seconds), str(users), root]}
+    wrk = shutil.which("wrk")
+    if wrk:
+        tools["wrk"] = [wrk, "-t1", f"-c{users}", f"-d{seconds:g}s", url]
+    for name, cmd in tools.items():
+        with tempfile.NamedTemporaryFile("r", suffix=".strace") as log:
+            out = subprocess.run(
+                [strace, "-f", "-c", "-o", log.name, *cmd], capture_output=True, text=True
+            ).stdout
+            counts = {}
+            for line in log.read().splitlines():
+                parts = line.split()
+                if len(parts) >= 5 and parts[-1].isidentifier() and parts[3].isdigit():
+                    counts[parts[-1]] = int(parts[3])
+        if name == "wrk":
+            requests = next(int(x.split()[0]) for x in out.splitlines() if " requests in " in x)
+        else:
+            requests = int(float(out.split()[3]))
+        wanted = ("read", "write", "epoll_ctl", "epoll_wait", "epoll_pwait")
+        per = ", ".join(f"{k} {counts[k] / requests:.2f}" for k in wanted if k in counts)
+        total = sum(counts.get(k, 0) for k in wanted) / requests
+        print(f"  {name:<10} {total:.2f} syscalls per request under strace ({per})")
+
+
+def profile(url: str, seconds: float, users: int) -> None:
+    print("syscalls per request (strace -c -f; strace slows both tools alike):")
+    _syscalls(url, min(seconds, 2.0), users)
+    engine, bare = _python_per_response()
+    print(
+        f"Python per response (stubbed transport): perf_load {engine * 1e6:.2f} µs, bare "
+        f"httptools protocol {bare * 1e6:.2f} µs (+{(engine - bare) * 1e6:.2f} µs for "
+        "bookkeeping)"
+    )
+    pure, vectorised = _fold_per_latency(1_000_000)
+    print(
+        f"fold into the HDR histogram, per latency (1,000,000 latencies): pure Python "
+        f"{pure * 1e9:.0f} ns, numpy {vectorised * 1e9:.0f} ns (after the run, not in rps)"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument(
         "--pin", action="store_true", help="pin the target to CPU 0 and each tool to CPU 1"
     )
+    parser.add_argument(
+        "--skip-aiohttp", action="store_true", help="measure only wrk and perf_load (faster)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="show where perf_load's time goes (syscalls, Python per response, fold) and stop",
+    )
     args = parser.parse_args()
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="bridgeperf-bench-") as tmp:
+            proc, url, _ = start_target(Path(tmp))
+            try:
+                profile(url, args.seconds, args.users)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+        return 0
     if args.pin and (os.cpu_count() or 1) >= 2:
         PIN.update(target=0, client=1)
+    tools = ["wrk", "perf_load"] + ([] if args.skip_aiohttp else ["aiohttp"])
+    rows: dict[str, list[float]] = {k: [] for k in tools}
+    cpu: dict[str, list[float]] = {k: [] for k in tools}
+    ratios: list[float] = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bridgeperf-bench-") as tmp:
         proc, url, name = start_target(Path(tmp))
         try:
@@ -261,42 +433,60 @@ def main() -> int:
             print(f"target: {name} at {url}; {args.users} connections, {args.seconds:g} s each")
             pinned = ", target on CPU 0, tools on CPU 1" if PIN["client"] is not None else ""
             print(f"machine: {os.cpu_count()} CPUs{pinned}, Python {sys.version.split()[0]}")
-            rows: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
-            cpu: dict[str, list[float]] = {"wrk": [], "aiohttp": [], "perf_load": []}
+            print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*load_before))
             for i in range(args.rounds):
+                # wrk and perf_load back to back in every round, the first of them alternating,
+                # so both see the same background load
+                order = ["wrk", "perf_load"] if i % 2 == 0 else ["perf_load", "wrk"]
                 line = f"round {i + 1}: "
-                wrk = bench_wrk(url, args.seconds, args.users)
-                if wrk is not None:
-                    rows["wrk"].append(wrk[0])
-                    cpu["wrk"].append(wrk[1])
-                    line += f"wrk {wrk[0]:>9,.0f}/s  "
-                rps, per = bench_aiohttp(url, args.seconds, args.users)
-                rows["aiohttp"].append(rps)
-                cpu["aiohttp"].append(per)
-                line += f"aiohttp {rps:>8,.0f}/s  "
-                rps, p50, p99, per = bench_perf_load(url, args.seconds, args.users)
-                rows["perf_load"].append(rps)
-                cpu["perf_load"].append(per)
-                line += f"perf_load {rps:>9,.0f}/s (p50 {p50 * 1e6:.0f} µs, p99 {p99 * 1e6:.0f} µs)"
-                print(line, flush=True)
+                got: dict[str, float] = {}
+                for tool in order + tools[2:]:
+                    if tool == "wrk":
+                        wrk = bench_wrk(url, args.seconds, args.users)
+                        if wrk is None:
+                            continue
+                        rps, per = wrk
+                        line += f"wrk {rps:>9,.0f}/s  "
+                    elif tool == "aiohttp":
+                        rps, per = bench_aiohttp(url, args.seconds, args.users)
+                        line += f"aiohttp {rps:>8,.0f}/s  "
+                    else:
+                        rps, p50, p99, per = bench_perf_load(url, args.seconds, args.users)
+                        line += (
+                            f"perf_load {rps:>9,.0f}/s (p50 {p50 * 1e6:.0f} µs, "
+                            f"p99 {p99 * 1e6:.0f} µs)  "
+                        )
+                    rows[tool].append(rps)
+                    cpu[tool].append(per)
+                    got[tool] = rps
+                if "wrk" in got:
+                    ratios.append(got["perf_load"] / got["wrk"])
+                    line += f"ratio {ratios[-1]:.2f}"
+                print(line.rstrip(), flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+    load_after = os.getloadavg()
+    print("load average after (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*load_after))
     med = {k: statistics.median(v) for k, v in rows.items() if v}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
-    print("\nmedian of the rounds:     requests/s   client CPU per request")
+    print("\nmedian of the rounds:     requests/s   (min–max)             client CPU per request")
     for key, value in med.items():
-        print(f"  {key:<10} {value:>20,.0f}   {med_cpu[key] * 1e6:>8.2f} µs")
+        spread = f"({_spread(rows[key])})"
+        print(f"  {key:<10} {value:>20,.0f}   {spread:<21} {med_cpu[key] * 1e6:>8.2f} µs")
     print("ratios (medians; throughput, and CPU efficiency = requests per client CPU second):")
     if "wrk" in med:
         print(
             f"  perf_load / wrk     = {med['perf_load'] / med['wrk']:.2f} throughput, "
-            f"{med_cpu['wrk'] / med_cpu['perf_load']:.2f} efficiency  (target >= 0.70)"
+            f"{med_cpu['wrk'] / med_cpu['perf_load']:.2f} efficiency  (target >= 0.90); "
+            f"per round {min(ratios):.2f}–{max(ratios):.2f}, "
+            f"median {statistics.median(ratios):.2f}"
         )
-    print(
-        f"  perf_load / aiohttp = {med['perf_load'] / med['aiohttp']:.2f} throughput, "
-        f"{med_cpu['aiohttp'] / med_cpu['perf_load']:.2f} efficiency  (target >= 5)"
-    )
+    if "aiohttp" in med:
+        print(
+            f"  perf_load / aiohttp = {med['perf_load'] / med['aiohttp']:.2f} throughput, "
+            f"{med_cpu['aiohttp'] / med_cpu['perf_load']:.2f} efficiency  (target >= 5)"
+        )
     return 0
 
 

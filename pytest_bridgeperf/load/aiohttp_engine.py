@@ -1,4 +1,4 @@
-"""The aiohttp client engine: https, redirects (checked against the allowed hosts), HEAD.
+"""The aiohttp client engine: https, and redirects (checked against the allowed hosts).
 
 Slower per request than :mod:`.http1` (a coroutine and aiohttp's machinery per request), so the
 fast engine is the default for plain ``http://``.
@@ -36,9 +36,14 @@ def _kind(exc: BaseException) -> str:
         return "TimeoutError"
     if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error is not None:
         return type(exc.os_error).__name__
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno:
+        # aiohttp wraps a reset or a broken pipe: name it as the fast engine does
+        return type(OSError(exc.errno, exc.strerror)).__name__
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        # aiohttp raises ClientPayloadError only when the connection ended inside a body
+        # (Content-Length or chunks cut short): the fast engine's ServerDisconnected
         return "ServerDisconnected"
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientResponseError):
         return "InvalidResponse"
     if isinstance(exc, _TooLarge):
         return "ResponseTooLarge"
@@ -98,6 +103,11 @@ class AiohttpEngine:
             async with self.session.request(
                 method, url, data=body, headers=headers, allow_redirects=False
             ) as resp:
+                if resp.status == 101:
+                    # Switching Protocols: the connection now speaks something else; drop it
+                    # (an error unless expect_status names 101, as in the fast engine)
+                    resp.close()
+                    return 101, 0
                 nbytes = 0
                 async for chunk in resp.content.iter_any():
                     nbytes += len(chunk)

@@ -114,11 +114,15 @@ class Run:
         self._progress_shown = False
         self._progress_mark = (0, 0)
         self.interval_ns = 1e9 / options.rate if options.rate else 0.0
-        #: closed model, no think time, bounded by duration: engines may inline the next send
+        #: closed model, no think time, bounded by duration, not stopped: engines may inline the
+        #: next send
         self.hot = not self.open and not self.think and self.remaining < 0
         self._issued = 0
         #: a tracer or profiler active when the run started (its timings are not comparable)
         self.distorted: str | None = None
+        #: engines that count in bulk (the fast HTTP engine's logs) fold into the collectors
+        #: here before anyone reads them
+        self.flushers: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------------------ reporting
     def ok(self, slot: Slot, req: int, start_ns: int, now: int, status: int, nbytes: int) -> None:
@@ -134,7 +138,9 @@ class Run:
             c.count += 1
             c.status[status] = c.status.get(status, 0) + 1
             c.bytes += nbytes
-            if (status >= 400) if self.expect is None else (status not in self.expect):
+            # by default a success is 2xx/3xx; the only 1xx that ends a request is 101
+            # Switching Protocols, which a load test cannot follow
+            if (not 200 <= status < 400) if self.expect is None else (status not in self.expect):
                 c.errors += 1
                 kind = f"HTTP {status}"
                 c.error_types[kind] = c.error_types.get(kind, 0) + 1
@@ -295,9 +301,14 @@ class Run:
     def _loop_time(self, at_ns: int) -> float:
         return self.loop.time() + (at_ns - perf_counter_ns()) / 1e9
 
+    def flush(self) -> None:
+        for flush in self.flushers:
+            flush()
+
     def _round(self) -> None:
         if self.stopped:
             return
+        self.flush()
         for i, c in enumerate(self.collectors):
             count, errors = self._round_marks[i]
             c.rounds.append((c.count - count, c.errors - errors))
@@ -323,6 +334,7 @@ class Run:
         self._handles.append(self.loop.call_later(_PROGRESS_EVERY, self._tick))
 
     def progress_line(self) -> str:
+        self.flush()
         now = perf_counter_ns()
         count = sum(c.count for c in self.collectors)
         errors = sum(c.errors for c in self.collectors)
@@ -358,6 +370,7 @@ class Run:
         if self.stopped:
             return
         self.stopped = True
+        self.hot = False  # engines test only this flag on their hot path
         self.stop_ns = perf_counter_ns()
         self.unfinished = self.inflight
         for handle in self._handles:
@@ -415,6 +428,7 @@ class Run:
 
     # ------------------------------------------------------------------------------ result
     def result(self, *, target: str, users: int) -> LoadResult:
+        self.flush()
         o = self.options
         stopped_at = self.stop_ns or perf_counter_ns()
         elapsed = max(0.0, (min(stopped_at, self.end_ns) - self.measure_start_ns) / 1e9)

@@ -103,7 +103,7 @@ class LoadOptions:
     mix: tuple[Request, ...]
     name: str | None
     engine: str  # auto | fast | aiohttp
-    expect_status: frozenset[int] | None  # None: < 400 is success
+    expect_status: frozenset[int] | None  # None: 200..399 is success
     max_response_size: int
     follow_redirects: bool
     verify_tls: bool
@@ -143,7 +143,7 @@ class LoadOptions:
 
     def is_success(self, status: int) -> bool:
         if self.expect_status is None:
-            return status < 400
+            return 200 <= status < 400  # 101 Switching Protocols: a load test cannot follow it
         return status in self.expect_status
 
 

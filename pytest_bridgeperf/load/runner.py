@@ -301,15 +301,11 @@ async def _run_url(
 
 
 def choose_engine(target: Target, opts: LoadOptions) -> str:
-    needs_aiohttp = (
-        target.scheme == "https"
-        or opts.follow_redirects
-        or any(r.method == "HEAD" for r in opts.mix)
-    )
+    needs_aiohttp = target.scheme == "https" or opts.follow_redirects
     if opts.engine == "fast":
         if needs_aiohttp:
             raise LoadOptionError(
-                "engine='fast' speaks plain http:// without redirects or HEAD; "
+                "engine='fast' speaks plain http:// without redirects; "
                 "use engine='aiohttp' (or 'auto')"
             )
         return "fast"
