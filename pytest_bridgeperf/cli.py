@@ -146,6 +146,7 @@ def _print_document(out: _Out, document: Mapping[str, Any], verbose: bool) -> No
     parts = [
         out.paint(f"{count} {verdict}", verdict_markup(verdict) if count else {})
         for verdict, count in totals.items()
+        if count or verdict != "undecided"  # a verdict most runs never see: shown when any
     ]
     out.stream.write("perf: " + ", ".join(parts) + "\n")
 

@@ -11,7 +11,7 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,7 @@ class _Evaluation:
     failures: list[str]  # the failure message, line by line; empty when the test passes
     confirmable: bool  # every failure is a timing-like regression: worth a confirming rerun
     payload: dict[str, Any]  # what the report and the baseline update get
+    undecided: list[str] = field(default_factory=list)  # timing verdicts more data would decide
 
 
 @dataclass
@@ -326,22 +327,28 @@ class PerfSession:
         evaluation = self._evaluate(item, recorder, budgets)
         reruns = 0
         first_failure = ""
+        first_undecided = ""
         while evaluation.confirmable and reruns < self.settings.confirm:
             # A timing regression on a shared machine may be a slow spell of the machine, not
             # of the code: measure the test body once more and fail only if it reproduces.
+            # An undecided timing (its interval spans the tolerance) gets the same second look.
             reruns += 1
-            first_failure = first_failure or evaluation.failures[0]
+            if evaluation.failures:
+                first_failure = first_failure or evaluation.failures[0]
+            else:
+                first_undecided = first_undecided or evaluation.undecided[0]
             earlier, recorder.metrics = recorder.metrics, {}
             item.runtest()
             for name, metric in earlier.items():  # metrics of body probes, not re-measured
                 recorder.metrics.setdefault(name, metric)
             evaluation = self._evaluate(item, recorder, budgets)
         if reruns:
-            note = (
-                f"confirmed by {reruns} rerun(s)"
-                if evaluation.failures
-                else f"first run {first_failure.removeprefix('perf: ')}; not reproduced on rerun"
-            )
+            if not first_failure:
+                note = f"first run {first_undecided}; measured again"
+            elif evaluation.failures:
+                note = f"confirmed by {reruns} rerun(s)"
+            else:
+                note = f"first run {first_failure.removeprefix('perf: ')}; not reproduced on rerun"
             evaluation.payload["confirmation"] = note
             if evaluation.failures:
                 evaluation.failures.insert(1, f"  ({note})")
@@ -375,6 +382,7 @@ class PerfSession:
                 explain[check.metric] = recorder.metrics[check.metric].details.get("explain", "")
         rows: list[dict[str, Any]] = []
         regressions: list[str] = []
+        undecided: list[str] = []
         noisy_regressions = 0
         for name, metric in recorder.metrics.items():
             verdict = judge(
@@ -400,6 +408,8 @@ class PerfSession:
                 extra = "\n".join(x for x in (diff, metric.details.get("explain", "")) if x)
                 if extra:
                     explain[name] = extra
+            if verdict.verdict == "undecided" and metric.noisy:
+                undecided.append(f"{verdict.describe()}: undecided")
             checks_of = [c for c in checks if c.metric == name]
             rows.append(_row(metric, verdict, checks_of, base_metrics.get(name)))
         for name, base in base_metrics.items():
@@ -429,7 +439,8 @@ class PerfSession:
         # metrics fail at once
         confirmable = bool(regressions) and len(failures) == len(regressions) == noisy_regressions
         if not failures:
-            return _Evaluation([], False, payload)
+            # --perf-update stores this run whatever the verdict: no second look needed
+            return _Evaluation([], bool(undecided) and not settings.update, payload, undecided)
         # the first line is what `-rA`/the short summary shows: make it the most useful one
         parts = [f"perf: {failures[0].removeprefix('✗ ')}"]
         if len(failures) > 1:
@@ -653,7 +664,8 @@ class PerfSession:
                 )
         totals = self._totals()
         tr.write("perf: ")
-        for index, (verdict, count) in enumerate(totals.items()):
+        shown = [(v, c) for v, c in totals.items() if c or v != "undecided"]  # rare: only if any
+        for index, (verdict, count) in enumerate(shown):
             tr.write(", " if index else "")
             tr.write(f"{count} {verdict}", **(verdict_markup(verdict) if count else {}))
         tr.line("")
@@ -734,6 +746,8 @@ def _row(
             row["hdr"] = metric.histogram.encode()
         if metric.samples is not None:  # lets `bridgeperf compare` re-run the significance test
             row["samples"] = list(metric.samples)
+        if metric.rounds is not None:  # ... on the same distribution the plugin judged
+            row["rounds"] = list(metric.rounds)
     return row
 
 
