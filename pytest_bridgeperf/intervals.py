@@ -338,33 +338,46 @@ def mann_whitney(
 def wilcoxon_signed_rank(differences: Iterable[float]) -> float:
     """Two-sided p-value of the Wilcoxon signed-rank test that the differences centre on 0.
 
-    Zero differences are dropped (Wilcoxon's convention, scipy's default); without ties and
-    with at most 50 differences the null distribution is exact, else normal with tie correction
-    (as ``scipy.stats.wilcoxon``). ``p = 1`` when no difference is left."""
+    Zero differences are dropped (Wilcoxon's convention, scipy's default). Up to 50 differences
+    the p-value is exact: the distribution of the signed-rank sum over all 2^n sign patterns,
+    with tied differences keeping their mid-ranks (scipy gets the same by permutation up to 13
+    tied differences, and by the normal approximation above). Beyond 50, the normal
+    approximation with tie correction. ``p = 1`` when no difference is left."""
     nonzero = sorted((abs(d), d > 0) for d in differences if d != 0)
     n = len(nonzero)
     if n == 0:
         return 1.0
-    ranks: list[float] = []
+    doubled: list[int] = []  # twice the mid-ranks: whole numbers even where ties share a rank
     tie_term = 0.0
     i = 0
     while i < n:
         j = i
         while j + 1 < n and nonzero[j + 1][0] == nonzero[i][0]:
             j += 1
-        ranks.extend([(i + j + 2) / 2] * (j - i + 1))
+        doubled.extend([i + j + 2] * (j - i + 1))
         t = j - i + 1
         tie_term += t * t * t - t
         i = j + 1
-    t_plus = sum(rank for rank, (_, positive) in zip(ranks, nonzero, strict=True) if positive)
-    if tie_term == 0 and n <= _EXACT_T:
-        return _exact_two_sided(_t_counts(n), round(t_plus))
+    t_plus = sum(r for r, (_, positive) in zip(doubled, nonzero, strict=True) if positive)
+    if n <= _EXACT_T:
+        if tie_term == 0:
+            return _exact_two_sided(_t_counts(n), t_plus // 2)
+        return _exact_two_sided(_subset_sums(tuple(doubled)), t_plus)
     mean = n * (n + 1) / 4
     variance = n * (n + 1) * (2 * n + 1) / 24 - tie_term / 48
     if variance <= 0:
         return 1.0
-    z = abs(t_plus - mean) / math.sqrt(variance)
+    z = abs(t_plus / 2 - mean) / math.sqrt(variance)
     return min(1.0, math.erfc(z / math.sqrt(2)))
+
+
+def _subset_sums(weights: tuple[int, ...]) -> tuple[int, ...]:
+    """How many of the 2^n subsets of ``weights`` sum to k, for each k."""
+    counts = [1] + [0] * sum(weights)
+    for weight in weights:
+        for k in range(len(counts) - 1, weight - 1, -1):
+            counts[k] += counts[k - weight]
+    return tuple(counts)
 
 
 # ---------------------------------------------------------------------------------------------
