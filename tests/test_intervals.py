@@ -363,6 +363,10 @@ def test_change_interval_dispatch() -> None:
         "max": None,
         "value": None,
     }
+    # beyond 500 samples a side the median has a narrow interval of its own
+    big = change_interval("p50", a * 3, b * 3, alpha=ALPHA)
+    assert big is not None
+    assert big.method == "order statistics"
     rounds = change_interval("max", a[:10], b[:10], alpha=ALPHA, rounds=True)
     assert rounds is not None
     assert rounds.method == "Hodges-Lehmann"
