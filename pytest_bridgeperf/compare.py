@@ -261,7 +261,7 @@ def verdict_row(verdict: Verdict, base: BaselineMetric | None) -> dict[str, Any]
         "verdict": verdict.verdict,
         "current": verdict.current,
         "baseline": verdict.baseline,
-        "change": None if change is None or math.isinf(change) else change,  # JSON has no ∞
+        "change": None if change is None or not math.isfinite(change) else change,  # no ∞ in JSON
         "p_value": verdict.p_value,
         "basis": verdict.basis,
     }

@@ -266,11 +266,11 @@ def _guarded(verdict: str, worse: float, threshold: float) -> tuple[str, str]:
     while the bulk stays put. Regressed therefore also needs the statistic's change beyond
     the margin (the rule before intervals), ok needs it within."""
     if verdict == "regressed" and not worse > threshold:
-        return "undecided", "; the statistic itself changed less than the tolerance"
+        return "undecided", "; the statistic itself changed by less than the margin"
     if verdict == "improved" and not -worse > threshold:
-        return "undecided", "; the statistic itself changed less than the tolerance"
+        return "undecided", "; the statistic itself changed by less than the margin"
     if verdict == "ok" and worse > threshold:
-        return "undecided", "; the statistic itself changed by more than the tolerance"
+        return "undecided", "; the statistic itself changed by more than the margin"
     if verdict == "undecided":
         return verdict, " — the interval spans the tolerance: more samples or rounds would decide"
     return verdict, ""
