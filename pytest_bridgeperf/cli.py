@@ -389,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="absolute floor of timing regressions (default: the run's)",
     )
     compare.add_argument(
-        "--alpha", type=_alpha, metavar="A", help="significance level (default: the run's)"
+        "--alpha",
+        type=_alpha,
+        metavar="A",
+        help="1 - confidence of the timing intervals (default: the run's)",
     )
     compare.add_argument(
         "--strict", action="store_true", help="also fail on improved, new and missing metrics"

@@ -163,7 +163,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-confirm",
         "perf_confirm",
         "N",
-        "rerun a test whose timings regressed up to N times; fail only if it reproduces",
+        "rerun a test whose timings regressed (or stayed undecided) up to N times; fail only if "
+        "it reproduces",
     )
     flag(
         "--perf-memory-lines",
@@ -172,7 +173,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "perf_alpha",
-        f"significance level of the timing regression test (default: {DEFAULTS['perf_alpha']})",
+        "timing verdicts use 1 - alpha confidence intervals of the change "
+        f"(default: {DEFAULTS['perf_alpha']}, 99 %)",
         default=DEFAULTS["perf_alpha"],
     )
     parser.addini(
@@ -744,7 +746,7 @@ def _row(
         )
         if metric.histogram is not None:
             row["hdr"] = metric.histogram.encode()
-        if metric.samples is not None:  # lets `bridgeperf compare` re-run the significance test
+        if metric.samples is not None:  # lets `bridgeperf compare` recompute the interval
             row["samples"] = list(metric.samples)
         if metric.rounds is not None:  # ... on the same distribution the plugin judged
             row["rounds"] = list(metric.rounds)

@@ -45,7 +45,7 @@ class Settings:
     report_path: Path | None = None
     strict: bool = False
     min_delta: float = 1e-3  # absolute floor of a timing regression, seconds
-    alpha: float = 0.01  # significance level of the timing test
+    alpha: float = 0.01  # timing verdicts: 1 - alpha confidence intervals
     allowed_hosts: tuple[str, ...] = ()  # load targets beyond loopback
     max_duration: float = 60.0  # hard cap of one load run, seconds
     memory_lines: bool = False  # --perf-memory-lines
