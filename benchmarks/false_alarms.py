@@ -3,8 +3,9 @@ slowdown caught?
 
 Writes a sleep-based perf test, records its baseline once, then reruns it ``--reruns`` times
 unchanged (A/A: every failure is a false alarm) and ``--reruns`` times with the sleep made 30 %
-longer (A/B: every pass is a miss). With ``--noise`` a busy process competes for the CPUs, as on a
-shared CI machine. Usage: ``python benchmarks/false_alarms.py [--reruns 20] [--noise]``.
+longer (A/B: every pass is a miss), and counts the runs whose verdict stayed undecided (they
+pass). With ``--noise`` a busy process competes for the CPUs, as on a shared CI machine.
+Usage: ``python benchmarks/false_alarms.py [--reruns 20] [--noise]``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ def burn() -> None:  # pragma: no cover - runs in a child process
         sum(i * i for i in range(10_000))
 
 
-def run(root: Path, sleep: float, *extra: str) -> int:
+def run(root: Path, sleep: float, *extra: str) -> tuple[int, bool]:
+    """The exit status, and whether the verdict stayed undecided."""
     (root / "test_sleepy.py").write_text(TEST.format(sleep=sleep), encoding="utf-8")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--perf", *extra]
-    return subprocess.run(cmd, cwd=root, capture_output=True, check=False).returncode
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    return done.returncode, "1 undecided" in done.stdout
 
 
 def main() -> None:
@@ -58,17 +61,24 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-            if run(root, args.sleep, "--perf-update") != 0:
+            if run(root, args.sleep, "--perf-update")[0] != 0:
                 sys.exit("recording the baseline failed")
-            false_alarms = sum(run(root, args.sleep) != 0 for _ in range(args.reruns))
-            caught = sum(run(root, args.sleep * 1.3) != 0 for _ in range(args.reruns))
+            same = [run(root, args.sleep) for _ in range(args.reruns)]
+            slower = [run(root, args.sleep * 1.3) for _ in range(args.reruns)]
     finally:
         if burner is not None:
             burner.terminate()
     noise = " with one core kept busy" if args.noise else ""
     print(f"sleep {args.sleep * 1000:g} ms × 30 samples, {args.reruns} reruns each{noise}")
-    print(f"  A/A (unchanged):   {false_alarms}/{args.reruns} false alarms")
-    print(f"  A/B (+30 % sleep): {caught}/{args.reruns} caught")
+    false_alarms = sum(code != 0 for code, _ in same)
+    caught = sum(code != 0 for code, _ in slower)
+    print(
+        f"  A/A (unchanged):   {false_alarms}/{args.reruns} false alarms, "
+        f"{sum(u for _, u in same)} undecided"
+    )
+    print(
+        f"  A/B (+30 % sleep): {caught}/{args.reruns} caught, {sum(u for _, u in slower)} undecided"
+    )
 
 
 if __name__ == "__main__":

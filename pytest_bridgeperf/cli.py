@@ -146,6 +146,7 @@ def _print_document(out: _Out, document: Mapping[str, Any], verbose: bool) -> No
     parts = [
         out.paint(f"{count} {verdict}", verdict_markup(verdict) if count else {})
         for verdict, count in totals.items()
+        if count or verdict != "undecided"  # a verdict most runs never see: shown when any
     ]
     out.stream.write("perf: " + ", ".join(parts) + "\n")
 
@@ -388,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="absolute floor of timing regressions (default: the run's)",
     )
     compare.add_argument(
-        "--alpha", type=_alpha, metavar="A", help="significance level (default: the run's)"
+        "--alpha",
+        type=_alpha,
+        metavar="A",
+        help="1 - confidence of the timing intervals (default: the run's)",
     )
     compare.add_argument(
         "--strict", action="store_true", help="also fail on improved, new and missing metrics"

@@ -53,11 +53,16 @@ class Evaluation:
     kept: list[str]  # distorted timings: their stored entry (if any) stays as it was
     tolerance: float
     notes: list[str] = field(default_factory=list)
+    #: noisy verdicts more data would decide (their interval spans the tolerance)
+    undecided: list[str] = field(default_factory=list)
 
     @property
     def confirmable(self) -> bool:
-        """Every failure may be a fluke of the machine: worth another round."""
-        return bool(self.failures) and all(f.confirmable for f in self.failures)
+        """Every failure may be a fluke of the machine: worth another round. A run without
+        failures whose timings stayed undecided gets the same second look."""
+        if not self.failures:
+            return bool(self.undecided)
+        return all(f.confirmable for f in self.failures)
 
     def message(self) -> str:
         """The failure message: the most useful line first (what ``-rA`` and the short test
@@ -121,6 +126,7 @@ def evaluate(
         )
         explain[check.metric] = str(metric.details.get("explain", ""))
     rows: list[dict[str, Any]] = []
+    undecided: list[str] = []
     for name, metric in metrics.items():
         base = base_metrics.get(name)
         verdict = judge(
@@ -154,6 +160,9 @@ def evaluate(
             )
             if extra:
                 explain[name] = extra
+        if verdict.verdict == "undecided" and metric.noisy and not update:
+            # --perf-update stores this run whatever the verdict: no second look needed
+            undecided.append(f"{verdict.describe()}: undecided")
         rows.append(report_row(metric, verdict, [c for c in checks if c.metric == name], base))
     for name, base in base_metrics.items():
         if name in metrics:
@@ -174,7 +183,7 @@ def evaluate(
         if not (metric.noisy and metric.distorted)
     }
     kept = [name for name, metric in metrics.items() if metric.noisy and metric.distorted]
-    return Evaluation(rows, failures, explain, entries, kept, tolerance)
+    return Evaluation(rows, failures, explain, entries, kept, tolerance, undecided=undecided)
 
 
 def _confirmable(metric: Metric, budget: str | None) -> bool:
@@ -231,6 +240,8 @@ def report_row(
         )
         if metric.histogram is not None:
             row["hdr"] = metric.histogram.encode()
-        if metric.samples is not None:  # lets `bridgeperf compare` re-run the significance test
+        if metric.samples is not None:  # lets `bridgeperf compare` recompute the interval
             row["samples"] = list(metric.samples)
+        if metric.rounds is not None:  # ... on the same distribution the plugin judged
+            row["rounds"] = list(metric.rounds)
     return row

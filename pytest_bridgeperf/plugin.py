@@ -140,7 +140,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-confirm",
         "perf_confirm",
         "N",
-        "rerun a test whose timings regressed up to N times; fail only if it reproduces",
+        "run a test whose timings regressed (or stayed undecided) or broke a noisy budget up to "
+        "N more times; fail only if it reproduces",
     )
     flag(
         "--perf-memory-lines",
@@ -186,7 +187,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "perf_alpha",
-        f"significance level of the timing regression test (default: {DEFAULTS['perf_alpha']})",
+        "timing verdicts use 1 - alpha confidence intervals of the change "
+        f"(default: {DEFAULTS['perf_alpha']}, 99 %)",
         default=DEFAULTS["perf_alpha"],
     )
     parser.addini(
@@ -552,7 +554,8 @@ class PerfSession:
                 )
         totals = self._totals()
         tr.write("perf: ")
-        for index, (verdict, count) in enumerate(totals.items()):
+        shown = [(v, c) for v, c in totals.items() if c or v != "undecided"]  # only if any
+        for index, (verdict, count) in enumerate(shown):
             tr.write(", " if index else "")
             tr.write(f"{count} {verdict}", **(verdict_markup(verdict) if count else {}))
         tr.line("")

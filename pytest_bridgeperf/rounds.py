@@ -200,6 +200,7 @@ class _Rounds:
         verdict: Evaluation | None = None
         explanations: dict[str, str] = {}
         first_failure = ""
+        first_undecided = ""
         while True:
             mode = pending.pop(0) if pending else explaining.pop(0)
             reports, context = self._one(mode)
@@ -239,14 +240,20 @@ class _Rounds:
                     confirmations = len(evaluations) - 1
                     if evaluation.confirmable and confirmations < settings.confirm:
                         # A breach on a shared machine may be a slow spell of the machine, not
-                        # of the code: measure once more, fail only if it reproduces.
-                        first_failure = first_failure or evaluation.failures[0].text
+                        # of the code: measure once more, fail only if it reproduces. An
+                        # undecided timing (its interval spans the tolerance) gets the same look.
+                        if evaluation.failures:
+                            first_failure = first_failure or evaluation.failures[0].text
+                        else:
+                            first_undecided = first_undecided or evaluation.undecided[0]
                         pending = ["confirm", *self.phases[1:]]
                         measurement = _Measurement()
                     else:
                         decided_now = True
                         verdict = evaluation
-                        _note_rounds(evaluation, confirmations, first_failure, exact_values)
+                        _note_rounds(
+                            evaluation, confirmations, first_failure, first_undecided, exact_values
+                        )
                         if evaluation.failures:
                             from .memory.probe import explain_modes
 
@@ -335,6 +342,7 @@ def _note_rounds(
     evaluation: Evaluation,
     confirmations: int,
     first_failure: str,
+    first_undecided: str,
     values: dict[str, list[Metric]],
 ) -> None:
     """Say what the confirmation rounds did (in the message and the report payload)."""
@@ -346,7 +354,9 @@ def _note_rounds(
             )
     if not confirmations:
         return
-    if evaluation.failures:
+    if not first_failure:
+        evaluation.notes.insert(0, f"first run {first_undecided}; measured again")
+    elif evaluation.failures:
         evaluation.notes.insert(0, f"confirmed by {confirmations} rerun(s)")
     else:
         evaluation.notes.insert(

@@ -26,7 +26,7 @@ DEFAULTS: dict[str, str] = {
     "perf_baseline": "perf-baseline.json",
     "perf_tolerance": "10%",
     "perf_env": "default",
-    "perf_min_delta": "1ms",
+    "perf_min_delta": "0",
     "perf_alpha": "0.01",
     "perf_max_duration": "60s",
     "perf_confirm": "1",
@@ -47,8 +47,8 @@ class Settings:
     env: str = "default"
     report_path: Path | None = None
     strict: bool = False
-    min_delta: float = 1e-3  # absolute floor of a timing regression, seconds
-    alpha: float = 0.01  # significance level of the timing test
+    min_delta: float = 0.0  # absolute floor of a timing regression, seconds (none by default)
+    alpha: float = 0.01  # timing verdicts: 1 - alpha confidence intervals
     allowed_hosts: tuple[str, ...] = ()  # load targets beyond loopback
     max_duration: float = 60.0  # hard cap of one load run, seconds
     memory_lines: bool = False  # --perf-memory-lines

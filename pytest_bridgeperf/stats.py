@@ -1,4 +1,4 @@
-"""Distributions, percentiles, the significance test and the verdict rules.
+"""Distributions, percentiles and the verdict rules.
 
 Timing distributions live in HDR histograms (``hdrhistogram``, values in integer nanoseconds,
 3 significant digits, 1 ns .. 1 h), stored in HdrHistogram's standard compressed encoding so any
@@ -9,23 +9,32 @@ reservoir. No pytest here.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
+from .intervals import Interval, change_interval, mann_whitney, paired_interval
+from .units import format_change, format_value
+
 __all__ = [
     "ALPHA",
     "Comparison",
+    "Interval",
     "LatencyHistogram",
     "compare_distributions",
     "compare_exact",
+    "compare_paired",
+    "interval_verdict",
     "mann_whitney",
     "percentile",
+    "regression_margin",
     "thin_samples",
 ]
 
-#: Two-sided significance level of the Mann-Whitney U test used for timing verdicts.
+#: Timing verdicts use two-sided 1 − ALPHA confidence intervals (and tests at ALPHA where no
+#: interval exists).
 ALPHA = 0.01
 
 _NS = 1_000_000_000
@@ -166,89 +175,15 @@ def thin_samples(samples: Sequence[float], limit: int = MAX_SAMPLES) -> list[flo
     return [ordered[round(i * (n - 1) / (limit - 1))] for i in range(limit)]
 
 
-def _weighted(values: Iterable[tuple[float, int]]) -> list[tuple[float, int]]:
-    merged: dict[float, int] = {}
-    for value, count in values:
-        if count:
-            merged[value] = merged.get(value, 0) + count
-    return sorted(merged.items())
-
-
-def mann_whitney(
-    a: Iterable[tuple[float, int]], b: Iterable[tuple[float, int]]
-) -> tuple[float, float]:
-    """Two-sided Mann-Whitney U test on weighted samples ``(value, count)``.
-
-    Returns ``(p_value, effect)`` where ``effect`` is P(B > A) + ½·P(B = A) (0.5 = no shift).
-    Uses the normal approximation with tie correction, computed over distinct values, so a
-    histogram of millions of requests costs as much as its bucket count. ``p = 1`` when either
-    side has fewer than 2 samples.
-    """
-    wa, wb = _weighted(a), _weighted(b)
-    n1 = sum(c for _, c in wa)
-    n2 = sum(c for _, c in wb)
-    if n1 < 2 or n2 < 2:
-        return 1.0, 0.5
-    values = sorted({v for v, _ in wa} | {v for v, _ in wb})
-    ca, cb = dict(wa), dict(wb)
-    below_a = 0
-    u_b = 0.0  # number of (a, b) pairs with b > a, ties counting ½
-    tie_term = 0.0
-    for value in values:
-        x, y = ca.get(value, 0), cb.get(value, 0)
-        u_b += y * (below_a + x / 2)
-        below_a += x
-        t = x + y
-        tie_term += t * t * t - t
-    effect = u_b / (n1 * n2)
-    if tie_term == 0 and n1 * n2 <= _EXACT_LIMIT:
-        # small samples without ties (round statistics): the exact null distribution, which
-        # the normal approximation misjudges at the tails (5 vs 5 fully separated: p = 0.0079)
-        return _exact_p(n1, n2, round(u_b)), effect
-    n = n1 + n2
-    mean_u = n1 * n2 / 2
-    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0, effect
-    # continuity correction towards the mean
-    z = (abs(u_b - mean_u) - 0.5) / math.sqrt(variance)
-    p = math.erfc(max(z, 0.0) / math.sqrt(2))
-    return min(1.0, p), effect
-
-
-#: Largest n1·n2 for which the exact distribution of U is computed (O(n1·n1·n2) integer ops).
-_EXACT_LIMIT = 2500
-
-
-def _exact_p(n1: int, n2: int, u: int) -> float:
-    """Two-sided exact p-value of U = ``u`` for samples of sizes n1, n2 without ties.
-
-    The number of orderings with U = k is the coefficient of q^k in the Gaussian binomial
-    [n1+n2 choose n1]_q = prod_{i=1..n1} (1 - q^(n2+i)) / (1 - q^i), computed as a truncated
-    power series in exact integers."""
-    size = n1 * n2 + 1
-    poly = [0] * size
-    poly[0] = 1
-    for i in range(1, n1 + 1):
-        shift = n2 + i
-        for k in range(size - 1, shift - 1, -1):
-            poly[k] -= poly[k - shift]
-        for k in range(i, size):
-            poly[k] += poly[k - i]
-    total = sum(poly)
-    lower = sum(poly[: u + 1])
-    upper = sum(poly[u:])
-    return min(1.0, 2 * min(lower, upper) / total)
-
-
 @dataclass(frozen=True)
 class Comparison:
     """Outcome of comparing a current metric with its baseline."""
 
-    verdict: str  # ok | regressed | improved
+    verdict: str  # ok | regressed | improved | undecided
     change: float  # relative change of the compared statistic, + means larger
     p_value: float | None  # None when no test was possible (single values)
     basis: str  # human words for why
+    interval: Interval | None = None  # of the relative change, when one decided the verdict
 
 
 def _worse(change: float, better: str) -> float:
@@ -277,6 +212,70 @@ def compare_exact(baseline: float, current: float, *, better: str, tolerance: fl
     return Comparison(verdict, change, None, f"tolerance {_pct(tolerance)}, exact")
 
 
+def regression_margin(tolerance: float, floor: float, reference: float) -> float:
+    """The smallest relative change that counts: the tolerance, or the absolute floor relative
+    to the baseline's value when that is larger (a 30 % change of 50 µs is scheduler jitter)."""
+    if floor <= 0:
+        return tolerance
+    if reference == 0:
+        return math.inf
+    return max(tolerance, floor / abs(reference))
+
+
+def interval_verdict(interval: Interval, *, better: str, margin: float) -> str:
+    """``regressed`` when the whole interval is worse than ``margin``, ``improved`` when it is
+    all better than ``-margin``, ``ok`` when no change worse than the margin is plausible, and
+    ``undecided`` when the interval reaches past the margin without clearing it."""
+    if better == "lower":
+        low, high = interval.low, interval.high
+    else:
+        low, high = -interval.high, -interval.low
+    if low > margin:
+        return "regressed"
+    if high < -margin:
+        return "improved"
+    if high <= margin:
+        return "ok"
+    return "undecided"
+
+
+def _interval_basis(
+    interval: Interval, verdict: str, tolerance: float, floor: float, reference: float
+) -> str:
+    parts = [f"tolerance {_pct(tolerance)}"]
+    of = {"Hodges-Lehmann": " of the shift", "paired Hodges-Lehmann": " of the paired change"}
+    if regression_margin(tolerance, floor, reference) > tolerance:
+        parts.append(
+            f"absolute floor {format_value(floor, 's')} "
+            f"({format_change(regression_margin(tolerance, floor, reference)).lstrip('+')})"
+        )
+    parts.append(
+        f"{interval.confidence * 100:g} % CI{of.get(interval.method, '')} "
+        f"{format_change(interval.low)} … {format_change(interval.high)}"
+    )
+    if interval.p_value is not None:
+        parts.append(f"p = {_fmt_p(interval.p_value)}")
+    return ", ".join(parts)
+
+
+def _guarded(verdict: str, worse: float, threshold: float) -> tuple[str, str]:
+    """The interval's verdict, unless the compared statistic's own change contradicts it.
+
+    A shift interval describes the bulk of the distribution, the compared statistic may move
+    on its own: a median jumping between the two modes of a cache's hits and misses triples
+    while the bulk stays put. Regressed therefore also needs the statistic's change beyond
+    the margin (the rule before intervals), ok needs it within."""
+    if verdict == "regressed" and not worse > threshold:
+        return "undecided", "; the statistic itself changed by less than the margin"
+    if verdict == "improved" and not -worse > threshold:
+        return "undecided", "; the statistic itself changed by less than the margin"
+    if verdict == "ok" and worse > threshold:
+        return "undecided", "; the statistic itself changed by more than the margin"
+    if verdict == "undecided":
+        return verdict, " — the interval spans the tolerance: more samples or rounds would decide"
+    return verdict, ""
+
+
 def compare_distributions(
     baseline_value: float,
     current_value: float,
@@ -287,12 +286,30 @@ def compare_distributions(
     tolerance: float,
     floor: float,
     alpha: float = ALPHA,
+    stat: str = "p50",
+    rounds: bool = False,
 ) -> Comparison:
-    """Noisy metrics: regressed only when the change exceeds the tolerance, a Mann-Whitney U test
-    rejects "same distribution" at ``alpha`` (when both sides have samples), and the absolute
-    difference exceeds ``floor``."""
+    """Noisy metrics, judged on a 1 − ``alpha`` confidence interval of the relative change of
+    ``stat`` (see :func:`pytest_bridgeperf.intervals.change_interval`; ``rounds``: the
+    distributions are per-round statistics): regressed or improved only when the whole
+    interval lies beyond the margin — the tolerance, or ``floor`` (absolute) when that is
+    larger —, ok when nothing worse than the margin is plausible, undecided otherwise. The
+    change of ``stat`` itself must agree: beyond the margin for regressed or improved, within
+    it for ok (else undecided; see :func:`_guarded`).
+
+    Where no interval exists (``min``/``max``, too few samples for a percentile) the earlier
+    rule decides: the change of ``stat`` exceeds the margin and a Mann-Whitney U test rejects
+    "same distribution" at ``alpha`` (or a side holds a single value)."""
     change = relative_change(baseline_value, current_value)
+    interval = change_interval(stat, baseline_dist, current_dist, alpha=alpha, rounds=rounds)
     worse = _worse(change, better)
+    if interval is not None and interval.bounded:
+        threshold = regression_margin(tolerance, floor, baseline_value)
+        verdict, why = _guarded(
+            interval_verdict(interval, better=better, margin=threshold), worse, threshold
+        )
+        basis = _interval_basis(interval, verdict, tolerance, floor, baseline_value) + why
+        return Comparison(verdict, change, interval.p_value, basis, interval)
     delta = abs(current_value - baseline_value)
     n_base = sum(c for _, c in baseline_dist)
     n_cur = sum(c for _, c in current_dist)
@@ -303,6 +320,10 @@ def compare_distributions(
     significant = p_value is None or p_value < alpha
     basis = f"tolerance {_pct(tolerance)}"
     basis += f", p = {_fmt_p(p_value)}" if p_value is not None else ", single value"
+    if interval is not None:  # an interval exists for this statistic, but not for this data
+        basis += f", no interval: {interval.note}"
+    elif p_value is not None:
+        basis += f", no interval for {stat}"
     if beyond and significant:
         verdict = "regressed" if worse > 0 else "improved"
     else:
@@ -312,6 +333,40 @@ def compare_distributions(
         elif abs(worse) > tolerance and not significant:
             basis += f", not significant at α = {alpha:g}"
     return Comparison(verdict, change, p_value, basis)
+
+
+def compare_paired(
+    baseline_rounds: Sequence[float],
+    current_rounds: Sequence[float],
+    *,
+    better: str,
+    tolerance: float,
+    floor: float,
+    alpha: float = ALPHA,
+) -> Comparison:
+    """The same-job A/B comparison: round i of each side measured one right after the other
+    (per-round values of the compared statistic). Judged like :func:`compare_distributions`
+    on :func:`pytest_bridgeperf.intervals.paired_interval`; with too few rounds for an interval
+    the verdict is ``undecided`` and the basis says how many it needs. ``change`` is the
+    interval's estimate (the median per-pair change), not a ratio of pooled values."""
+    interval = paired_interval(baseline_rounds, current_rounds, alpha=alpha)
+    reference = statistics.median(baseline_rounds) if baseline_rounds else 0.0
+    if all(b == c for b, c in zip(baseline_rounds, current_rounds, strict=True)):
+        # identical per round (a deterministic value measured each round): nothing changed
+        return Comparison("ok", 0.0, 1.0, f"tolerance {_pct(tolerance)}, identical rounds")
+    if not interval.bounded:
+        basis = f"tolerance {_pct(tolerance)}, no interval: {interval.note}"
+        if interval.p_value is not None:
+            basis += f", p = {_fmt_p(interval.p_value)}"
+        return Comparison("undecided", interval.estimate, interval.p_value, basis, interval)
+    threshold = regression_margin(tolerance, floor, reference)
+    verdict, why = _guarded(
+        interval_verdict(interval, better=better, margin=threshold),
+        _worse(interval.estimate, better),
+        threshold,
+    )
+    basis = _interval_basis(interval, verdict, tolerance, floor, reference) + why
+    return Comparison(verdict, interval.estimate, interval.p_value, basis, interval)
 
 
 def _pct(fraction: float) -> str:

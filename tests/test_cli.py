@@ -377,5 +377,12 @@ def test_compare_a_real_run(pytester: pytest.Pytester, capsys: pytest.CaptureFix
         r["name"]: r["verdict"]
         for r in again["tests"]["test_compare_a_real_run.py::test_q"]["metrics"]
     }
-    assert verdicts == {"rows": "regressed", "t": "ok"}
+    # the run's own verdicts ("t": 50 samples spread over 1-7 ms bound their median only to about
+    # ±15 %, so against a 10 % tolerance the verdict is honest about not knowing)
+    run_verdicts = {
+        r["name"]: r["verdict"]
+        for r in run_report["tests"]["test_compare_a_real_run.py::test_q"]["metrics"]
+    }
+    assert verdicts == run_verdicts
+    assert verdicts == {"rows": "regressed", "t": "undecided"}
     assert again["totals"] == run_report["totals"]

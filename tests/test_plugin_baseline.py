@@ -145,7 +145,8 @@ def test_regression_fails_the_test_itself(
     result.stdout.fnmatch_lines(
         [
             "*_ test_a _*",
-            "perf: latency p50 10.* ms → 15.* ms (+50 %, tolerance 10 %, p = *): regressed",
+            "perf: latency p50 10.* ms → 15.* ms (+50 %, tolerance 10 %, *"
+            "99 % CI of the shift +* … +*, p = *): regressed",
             "  ✗ queries 10 → 15 (+50 %, tolerance 10 %, exact): regressed",
         ]
     )
@@ -490,6 +491,7 @@ def test_report(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> No
         "new": 0,
         "not comparable": 0,
         "missing": 0,
+        "undecided": 0,
     }
     assert set(report["machine"]) == {"cores", "cpu", "platform", "python"}
     assert set(report["tests"]) == {"test_perf.py::test_a", "test_perf.py::test_b"}

@@ -96,7 +96,7 @@ DEFAULTS = {
     "tolerance": 0.10,
     "env": "default",
     "strict": False,
-    "min_delta": 1e-3,
+    "min_delta": 0.0,
     "memory_lines": False,
 }
 

@@ -210,7 +210,7 @@ def test_verbose_mode_explains_each_metric(
         [
             "test_perf.py::test_latency",
             "  handler p50 * ok  budget ✓",
-            "      basis: tolerance 10 %, p = *",
+            "      basis: tolerance 10 %, *99 % CI of the shift * … *, p = *",
             "      this run: n = 200, p50 *, p90 *, p99 *, max *",
             "      baseline: p50 *",
             "      budget p99 ≤ 1.00 s: * ✓",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 import scipy.stats
@@ -11,11 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_bridgeperf.stats import (
+    Comparison,
+    Interval,
     LatencyHistogram,
     compare_distributions,
     compare_exact,
+    compare_paired,
+    interval_verdict,
     mann_whitney,
     percentile,
+    regression_margin,
     thin_samples,
 )
 
@@ -285,60 +291,60 @@ def _samples(center: float, n: int, seed: int, spread: float = 0.02) -> list[tup
     return [(center * (1 + rng.gauss(0, spread)), 1) for _ in range(n)]
 
 
-def _compare(base: float, cur: float, **kw: object) -> object:
-    args: dict[str, object] = {"better": "lower", "tolerance": 0.10, "floor": 200e-6}
+def _compare(base: float, cur: float, **kw: Any) -> Comparison:
+    args: dict[str, Any] = {"better": "lower", "tolerance": 0.10, "floor": 200e-6}
     args.update(kw)
-    return compare_distributions(
-        base,
-        cur,
-        _samples(base, 50, 1),
-        _samples(cur, 50, 2),
-        **args,  # type: ignore[arg-type]
-    )
+    return compare_distributions(base, cur, _samples(base, 50, 1), _samples(cur, 50, 2), **args)
 
 
-def test_distribution_regression_needs_tolerance_significance_and_floor() -> None:
+def test_distribution_regression_needs_the_interval_beyond_tolerance_and_floor() -> None:
     slow = _compare(0.010, 0.013)
-    assert slow.verdict == "regressed"  # type: ignore[attr-defined]
+    assert slow.verdict == "regressed"
+    assert slow.interval is not None
+    assert 0.10 < slow.interval.low < 0.30 < slow.interval.high
     assert slow.p_value is not None
     assert slow.p_value < 0.01
-    assert "p = " in slow.basis  # type: ignore[attr-defined]
-    # within tolerance: significant but only +5 %
-    assert _compare(0.010, 0.0105).verdict == "ok"  # type: ignore[attr-defined]
+    assert "99 % CI of the shift +" in slow.basis
+    assert "p = " in slow.basis
+    # within tolerance: significant but only +5 %, and the whole interval within ±10 %
+    within = _compare(0.010, 0.0105)
+    assert within.verdict == "ok"
+    assert within.p_value is not None
+    assert within.p_value < 0.01
     # +30 % but the absolute change (3 µs) is below the 200 µs floor
     tiny = _compare(10e-6, 13e-6)
-    assert tiny.verdict == "ok"  # type: ignore[attr-defined]
-    assert "floor" in tiny.basis  # type: ignore[attr-defined]
+    assert tiny.verdict == "ok"
+    assert "absolute floor 200 µs (2000 %)" in tiny.basis
     # the same change above a smaller floor is a regression
-    assert _compare(10e-6, 13e-6, floor=1e-6).verdict == "regressed"  # type: ignore[attr-defined]
+    assert _compare(10e-6, 13e-6, floor=1e-6).verdict == "regressed"
 
 
-def test_distribution_not_significant() -> None:
-    # +20 % in the median, but six overlapping samples each cannot show it at α = 0.01
+def test_distribution_too_noisy_is_undecided() -> None:
+    # +20 % in the median, but six overlapping samples each cannot tell +20 % from -20 %
     noisy_base = [(ms / 1000, 1) for ms in (5, 7, 9, 11, 13, 15)]
     noisy_cur = [(ms / 1000, 1) for ms in (6, 8, 10, 12, 14, 16)]
     result = compare_distributions(
         0.010, 0.012, noisy_base, noisy_cur, better="lower", tolerance=0.10, floor=0.0
     )
-    assert result.p_value is not None
-    assert result.p_value >= 0.01
-    assert result.verdict == "ok"
-    assert "not significant at α = 0.01" in result.basis
-    # the same data at a lax α is judged on tolerance
-    assert result.p_value < 0.99
-    lax_alpha = result.p_value + 0.01
-    lax = compare_distributions(
-        0.010, 0.012, noisy_base, noisy_cur, better="lower", tolerance=0.1, floor=0, alpha=lax_alpha
+    assert result.verdict == "undecided"
+    assert result.interval is not None
+    assert result.interval.low < -0.10
+    assert result.interval.high > 0.10
+    assert "the interval spans the tolerance: more samples or rounds would decide" in result.basis
+    # with a tolerance wider than the interval it is ok
+    assert result.interval.high < 3.0
+    wide = compare_distributions(
+        0.010, 0.012, noisy_base, noisy_cur, better="lower", tolerance=3.0, floor=0.0
     )
-    assert lax.verdict == "regressed"
+    assert wide.verdict == "ok"
 
 
 def test_distribution_improved_and_better_higher() -> None:
-    assert _compare(0.010, 0.007).verdict == "improved"  # type: ignore[attr-defined]
+    assert _compare(0.010, 0.007).verdict == "improved"
     # throughput: higher is better, so a drop is a regression and a rise an improvement
-    assert _compare(1000.0, 700.0, better="higher", floor=0.0).verdict == "regressed"  # type: ignore[attr-defined]
-    assert _compare(1000.0, 1300.0, better="higher", floor=0.0).verdict == "improved"  # type: ignore[attr-defined]
-    assert _compare(1000.0, 1050.0, better="higher", floor=0.0).verdict == "ok"  # type: ignore[attr-defined]
+    assert _compare(1000.0, 700.0, better="higher", floor=0.0).verdict == "regressed"
+    assert _compare(1000.0, 1300.0, better="higher", floor=0.0).verdict == "improved"
+    assert _compare(1000.0, 1050.0, better="higher", floor=0.0).verdict == "ok"
 
 
 def test_distribution_single_values_use_tolerance_alone() -> None:
@@ -347,15 +353,130 @@ def test_distribution_single_values_use_tolerance_alone() -> None:
     )
     assert result.verdict == "regressed"
     assert result.p_value is None
+    assert result.interval is None
     assert "single value" in result.basis
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_distribution_same_data_is_ok(seed: int) -> None:
     dist = _samples(0.01, 40, seed)
-    result = compare_distributions(0.01, 0.01, dist, dist, better="lower", tolerance=0.0, floor=0.0)
+    result = compare_distributions(
+        0.01, 0.01, dist, dist, better="lower", tolerance=0.10, floor=0.0
+    )
     assert result.verdict == "ok"
     assert result.p_value == pytest.approx(1.0)
+    assert result.interval is not None
+    assert result.interval.low <= 0 <= result.interval.high
+
+
+def test_statistics_without_an_interval_keep_the_earlier_rule() -> None:
+    """min and max have no distribution-free interval: tolerance, floor and Mann-Whitney."""
+    base, slow = _samples(0.010, 50, 1), _samples(0.013, 50, 2)
+    result = compare_distributions(
+        0.0096, 0.0125, base, slow, better="lower", tolerance=0.1, floor=0.0, stat="min"
+    )
+    assert result.verdict == "regressed"
+    assert result.interval is None
+    assert "no interval for min" in result.basis
+    # a p95 from 50 samples cannot be bounded (it needs 104): the earlier rule, said so
+    p95 = compare_distributions(
+        0.0104, 0.0135, base, slow, better="lower", tolerance=0.1, floor=0.0, stat="p95"
+    )
+    assert p95.verdict == "regressed"
+    assert "no interval: the baseline's 50 sample(s) are too few" in p95.basis
+    assert "it needs 104" in p95.basis
+
+
+def test_a_median_jumping_between_modes_is_undecided() -> None:
+    """A cache hitting 55 % of the time, then 45 %: the median jumps from the hits (1 ms) to the
+    misses (3 ms) while the bulk of the distribution hardly moves. The shift interval says
+    "no change", the median says +200 %: they disagree, so neither ok nor regressed."""
+    base = [(0.001, 110), (0.003, 90)]
+    cur = [(0.001, 90), (0.003, 110)]
+    result = compare_distributions(
+        0.001, 0.003, base, cur, better="lower", tolerance=0.1, floor=0.0, stat="p50"
+    )
+    assert result.interval is not None
+    assert result.interval.low <= 0.10  # the bulk did not shift by more than the tolerance
+    assert result.verdict == "undecided"
+    assert "the statistic itself changed by more than the margin" in result.basis
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "better", "verdict"),
+    [
+        (0.15, 0.30, "lower", "regressed"),
+        (0.05, 0.30, "lower", "undecided"),
+        (-0.50, 0.50, "lower", "undecided"),
+        (-0.05, 0.08, "lower", "ok"),
+        (-0.40, 0.10, "lower", "ok"),  # nothing worse than the tolerance is plausible
+        (-0.40, -0.15, "lower", "improved"),
+        (-0.40, -0.15, "higher", "regressed"),  # throughput down by 15-40 %
+        (0.15, 0.30, "higher", "improved"),
+        (-0.30, 0.05, "higher", "undecided"),
+        (math.inf, math.inf, "lower", "regressed"),  # an error rate rising from 0
+    ],
+)
+def test_interval_verdict(low: float, high: float, better: str, verdict: str) -> None:
+    interval = Interval((low + high) / 2, low, high, 0.99, "test")
+    assert interval_verdict(interval, better=better, margin=0.10) == verdict
+
+
+def test_regression_margin() -> None:
+    assert regression_margin(0.10, 0.0, 5.0) == 0.10
+    assert regression_margin(0.10, 1e-3, 0.005) == pytest.approx(0.20)  # 1 ms of 5 ms
+    assert regression_margin(0.10, 1e-3, 0.100) == 0.10
+    assert regression_margin(0.10, 1e-3, 0.0) == math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# the same-job comparison: paired rounds
+
+
+def _rounds(center: float, n: int, seed: int, spread: float = 0.03) -> list[float]:
+    rng = random.Random(seed)
+    return [center * rng.lognormvariate(0, spread) for _ in range(n)]
+
+
+def test_paired_rounds_verdicts() -> None:
+    base = _rounds(0.010, 10, 1)
+    slower = [b * 1.3 for b in _rounds(0.010, 10, 1)]
+    result = compare_paired(base, slower, better="lower", tolerance=0.1, floor=0.0)
+    assert result.verdict == "regressed"
+    assert result.change == pytest.approx(0.3)
+    assert "99 % CI of the paired change +30 % … +30 %" in result.basis
+    same = compare_paired(base, _rounds(0.010, 10, 2), better="lower", tolerance=0.1, floor=0.0)
+    assert same.verdict == "ok"
+    assert compare_paired(slower, base, better="lower", tolerance=0.1, floor=0.0).verdict == (
+        "improved"
+    )
+    # throughput falling by 30 % in every pair
+    assert (
+        compare_paired(
+            base, [b * 0.7 for b in base], better="higher", tolerance=0.1, floor=0.0
+        ).verdict
+        == "regressed"
+    )
+
+
+def test_paired_rounds_too_few_is_undecided() -> None:
+    base = _rounds(0.010, 5, 1)
+    result = compare_paired(base, [b * 2 for b in base], better="lower", tolerance=0.1, floor=0.0)
+    assert result.verdict == "undecided"
+    assert "5 round(s) are too few for a 99 % interval: it needs 8" in result.basis
+    assert result.change == pytest.approx(1.0)
+    # a deterministic value measured every round: identical is ok, whatever the count
+    same = compare_paired([3.0, 3.0], [3.0, 3.0], better="lower", tolerance=0.1, floor=0.0)
+    assert same.verdict == "ok"
+
+
+def test_paired_rounds_respect_the_floor() -> None:
+    base = _rounds(100e-6, 10, 1)
+    result = compare_paired(
+        base, [b * 1.5 for b in base], better="lower", tolerance=0.1, floor=1e-3
+    )
+    assert result.verdict == "ok"  # +50 µs is below the 1 ms floor
+    assert "absolute floor 1.00 ms" in result.basis
 
 
 @settings(max_examples=25)

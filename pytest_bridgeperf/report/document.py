@@ -11,7 +11,9 @@ A document looks like::
                             "metrics": [<row>, ...]}}}
 
 where a row carries ``name unit stat verdict current baseline change p_value basis budgets`` and,
-when measured, ``summary hdr details role better n`` (``baseline_*`` for the stored side).
+when measured, ``summary hdr samples rounds details role better n`` (``baseline_*`` for the stored
+side) and, when a confidence interval decided a timing verdict, ``interval`` (``low high`` relative
+changes, ``null`` when unbounded on that side, ``confidence method``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,16 @@ TOOL = "pytest-bridgeperf"
 SCHEMA = 1
 
 #: How a test is classified, most urgent first: reports list tests in this order.
-STATUS_ORDER = ("regressed", "over budget", "missing", "improved", "new", "not comparable", "ok")
+STATUS_ORDER = (
+    "regressed",
+    "over budget",
+    "missing",
+    "undecided",
+    "improved",
+    "new",
+    "not comparable",
+    "ok",
+)
 
 
 class ReportError(Exception):

@@ -55,7 +55,8 @@ font-weight:600;color:#fff;background:var(--muted);white-space:nowrap}
 .badge.regressed,.badge.over-budget{background:var(--regressed)}
 .badge.improved{background:var(--improved)}.badge.ok{background:var(--ok)}
 .badge.new{background:var(--new)}.badge.not-comparable{background:var(--nc)}
-.badge.missing{background:var(--missing)}.badge.zero{opacity:.45}
+.badge.missing{background:var(--missing)}.badge.undecided{background:var(--nc)}
+.badge.zero{opacity:.45}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{border-bottom:1px solid var(--line);padding:.3em .5em;text-align:left;vertical-align:top}
@@ -69,7 +70,8 @@ section.test{border:1px solid var(--line);border-left:5px solid var(--ok);border
 padding:12px 14px;margin:14px 0}
 section.regressed,section.over-budget{border-left-color:var(--regressed)}
 section.improved{border-left-color:var(--improved)}section.new{border-left-color:var(--new)}
-section.not-comparable{border-left-color:var(--nc)}section.missing{border-left-color:var(--missing)}
+section.not-comparable,section.undecided{border-left-color:var(--nc)}
+section.missing{border-left-color:var(--missing)}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:14px;
 margin:10px 0}
 figure{margin:0}figcaption{font-size:.85rem;color:var(--muted);margin:.2em 0}
@@ -291,7 +293,8 @@ def render_html(document: Mapping[str, Any], *, title: str = "Performance report
     )
     badges = "".join(
         f"<li>{_badge(v, f'{totals.get(v, 0)} {v}', zero=not totals.get(v, 0))}</li>"
-        for v in ("regressed", "improved", "new", "not comparable", "missing", "ok")
+        for v in ("regressed", "undecided", "improved", "new", "not comparable", "missing", "ok")
+        if v != "undecided" or totals.get(v, 0)  # a verdict most runs never see
     )
     nav_rows = []
     for index, (nodeid, test) in enumerate(tests):

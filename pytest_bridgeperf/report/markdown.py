@@ -39,6 +39,7 @@ _ICONS = {
     "improved": "🟢",
     "new": "🆕",
     "not comparable": "🟡",
+    "undecided": "🟡",
     "ok": "✅",
 }
 
@@ -139,7 +140,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
         f"{count('ok')} ok"
     )
     extra = [
-        f"{count(v)} {v}" for v in ("not comparable", "missing") if count(v)
+        f"{count(v)} {v}" for v in ("undecided", "not comparable", "missing") if count(v)
     ]  # shown only when there are any
     over_budget = sum(status_of(t) == "over budget" for _, t in tests)
     if over_budget:
@@ -184,6 +185,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
         out += ["No regressions.", ""]
 
     for verdict, heading in (
+        ("undecided", "Undecided (the confidence interval spans the tolerance)"),
         ("improved", "Improvements"),
         ("new", "New metrics (no baseline yet)"),
         ("not comparable", "Not comparable (baseline from another machine)"),
@@ -193,6 +195,12 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
         if not entries:
             continue
         out += [f"### {heading}", ""]
+        if verdict == "undecided":
+            out += [
+                'Neither a regression nor "ok" could be shown: more samples (or rounds) would '
+                "decide. These do not fail the run.",
+                "",
+            ]
         if verdict == "improved":
             out += [
                 "The baseline is stale for these: refresh it with `pytest --perf --perf-update`.",

@@ -57,6 +57,14 @@ def metric_from_row(row: Mapping[str, Any]) -> Metric | None:
         samples = None
         if stat != "value" and not row.get("summary"):
             stat = "value"
+    raw_rounds = row.get("rounds")
+    rounds = None
+    if isinstance(raw_rounds, list) and raw_rounds:
+        rounds = [
+            float(r)
+            for r in raw_rounds
+            if isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r)
+        ]
     noisy = row.get("noisy")
     details = row.get("details")
     distorted = row.get("distorted")
@@ -72,6 +80,7 @@ def metric_from_row(row: Mapping[str, Any]) -> Metric | None:
         histogram=histogram,
         details=dict(details) if isinstance(details, Mapping) else {},
         distorted=distorted if isinstance(distorted, str) else None,
+        rounds=rounds or None,
     )
     if histogram is not None or samples:
         metric.value = metric.statistic(metric.stat)
@@ -84,7 +93,8 @@ def _row(
     row = {
         k: v
         for k, v in original.items()
-        if not k.startswith("baseline") and k not in ("verdict", "change", "p_value", "basis")
+        if not k.startswith("baseline")
+        and k not in ("verdict", "change", "p_value", "basis", "interval")
     }
     row.update(verdict_row(verdict, base))
     return row

@@ -26,6 +26,7 @@ _VERDICT_MARKUP: dict[str, dict[str, bool]] = {
     "new": {"yellow": True},
     "not comparable": {"yellow": True},
     "missing": {"yellow": True},
+    "undecided": {"yellow": True},
 }
 
 _SUMMARY_STATS = ("p50", "p90", "p99", "max")
