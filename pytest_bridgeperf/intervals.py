@@ -539,7 +539,7 @@ def shift_interval(base: Weighted, current: Weighted, *, alpha: float) -> Interv
             confidence,
             method,
             p_value,
-            f"{n1} and {n2} values are too few for a {confidence * 100:g} % interval",
+            f"{n1} and {n2} values are too few for a {_percent(confidence)} % interval",
             bounded=False,
         )
     return _interval(
@@ -603,7 +603,7 @@ def paired_interval(base: Sequence[float], current: Sequence[float], *, alpha: f
             confidence,
             method,
             p_value,
-            f"{n} round(s) are too few for a {confidence * 100:g} % interval: it needs {need}",
+            f"{n} round(s) are too few for a {_percent(confidence)} % interval: it needs {need}",
             bounded=False,
         )
     return _interval(
@@ -700,3 +700,8 @@ def change_interval(
     if stat == "mean":
         return mean_interval(base, current, alpha=alpha)
     return None
+
+
+def _percent(fraction: float) -> str:
+    """A confidence level for people: 99 %, 99.4 % (not 99.375 %)."""
+    return f"{round(fraction * 100, 1):g}"

@@ -528,7 +528,7 @@ class PerfSession:
         )
         for nodeid, payload in results:
             tr.write_line(nodeid, **status_markup(status_of(payload)))
-            if self.outcomes[nodeid].failed:
+            if payload.get("test_failed"):
                 tr.write_line("  (the test failed: its metrics are shown, not written)", red=True)
             for note in payload.get("notes", ()):
                 tr.write_line(f"  ({note})", yellow=True)

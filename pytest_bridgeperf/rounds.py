@@ -296,6 +296,7 @@ class _Rounds:
         if len(reports) < 2 or evaluation is None:
             return reports
         setup, call = reports[0], reports[1]
+        failed_on_its_own = not call.passed
         if call.passed and evaluation.failures:
             call = _failed_call(self.item, evaluation.message(), self.call_duration)
         else:
@@ -303,9 +304,9 @@ class _Rounds:
             if evaluation.failures:
                 title = "perf: the first run's verdict" if self.earlier_verdict else "perf"
                 call.sections.append((title, evaluation.message()))
-        call.bridgeperf = evaluation.payload(  # type: ignore[attr-defined]
-            self.runner.machine, self.runner.worker
-        )
+        payload = evaluation.payload(self.runner.machine, self.runner.worker)
+        payload["test_failed"] = failed_on_its_own
+        call.bridgeperf = payload  # type: ignore[attr-defined]
         # JUnit XML takes properties from the teardown report, made from the item's list later
         properties = junit_properties(evaluation.rows)
         self.item.user_properties.extend(properties)

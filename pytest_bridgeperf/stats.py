@@ -250,7 +250,7 @@ def _interval_basis(
             f"({format_change(regression_margin(tolerance, floor, reference)).lstrip('+')})"
         )
     parts.append(
-        f"{interval.confidence * 100:g} % CI{of.get(interval.method, '')} "
+        f"{_percent(interval.confidence)} % CI{of.get(interval.method, '')} "
         f"{format_change(interval.low)} … {format_change(interval.high)}"
     )
     if interval.p_value is not None:
@@ -378,3 +378,8 @@ def _fmt_p(p: float) -> str:
     if p < 0.0001:
         return f"{p:.1e}"
     return f"{p:.4f}".rstrip("0").rstrip(".") if p < 0.01 else f"{p:.2f}"
+
+
+def _percent(fraction: float) -> str:
+    """A confidence level for people: 99 %, 99.4 % (not 99.375 %)."""
+    return f"{round(fraction * 100, 1):g}"
