@@ -161,8 +161,9 @@ def pytest_run(repo: Path, *args: str) -> tuple[str, float, str]:
     """One pytest run: (outcome, seconds, output); outcome is passed, regressed, undecided or
     error."""
     start = time.monotonic()
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *args],
+        [*command, *args],
         cwd=repo,
         capture_output=True,
         text=True,
@@ -180,7 +181,9 @@ def pytest_run(repo: Path, *args: str) -> tuple[str, float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="repetitions per variant")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the committed-baseline mode")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the committed-baseline mode"
+    )
     parser.add_argument("--no-endpoint", action="store_true", help="skip the endpoint")
     args = parser.parse_args()
     spins = calibrate()
@@ -228,7 +231,9 @@ def main() -> None:
             print(f"repetition {run + 1}/{args.runs} done (hog: {noisy}); load {os.getloadavg()}")
             git(project, "checkout", "-q", "base")
     print()
-    print("| mode | test | change | tolerance | failed (caught / false alarm) | undecided | errors |")
+    print(
+        "| mode | test | change | tolerance | failed (caught / false alarm) | undecided | errors |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for (mode, kind, branch), outcomes in sorted(results.items()):
         change = f"+{round((variants[branch] - 1) * 100)} %"
@@ -239,7 +244,8 @@ def main() -> None:
             f"| {outcomes.count('undecided')} | {outcomes.count('error')} |"
         )
     for kind, took in seconds.items():
-        print(f"median --perf-against run ({kind}, whole pytest process): {statistics.median(took):.1f} s")
+        median = statistics.median(took)
+        print(f"median --perf-against run ({kind}, whole pytest process): {median:.1f} s")
 
 
 if __name__ == "__main__":
