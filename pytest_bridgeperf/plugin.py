@@ -448,6 +448,10 @@ class PerfSession:
             "environment": env,
             "machine": self.fingerprint,
             "baseline": str(self.settings.baseline_path),
+            # --perf-against: what the run compared with instead of the baseline
+            "against": {"ref": self.settings.against, "label": self.against}
+            if self.against
+            else None,
             "settings": {
                 "tolerance": self.settings.tolerance,
                 "min_delta": self.settings.min_delta,

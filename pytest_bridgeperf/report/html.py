@@ -323,6 +323,12 @@ def render_html(document: Mapping[str, Any], *, title: str = "Performance report
         counts[status_of(test)] += 1
     failing = counts["regressed"] + counts["over budget"]
     headline = f"{failing} test(s) failing on performance" if failing else "no regressions"
+    against = document.get("against") or {}
+    compared = (
+        f"vs <code>{escape(str(against['label']))}</code> (measured in the same run)"
+        if against.get("label")
+        else f"environment <code>{escape(env)}</code>"
+    )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -332,7 +338,7 @@ def render_html(document: Mapping[str, Any], *, title: str = "Performance report
         f"<title>{escape(title)} — {escape(headline)}</title>"
         f"<style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1>"
-        f'<p class="meta">{escape(headline)} · environment <code>{escape(env)}</code>'
+        f'<p class="meta">{escape(headline)} · {compared}'
         f" · {escape(str(document.get('created', '')))}</p>"
         f'<p class="meta">{escape(machine_text)}{" · " if machine_text and settings_text else ""}'
         f"{escape(settings_text)}</p>"

@@ -148,8 +148,14 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
     if extra:
         headline += " · " + " · ".join(extra)
     out = [f"## {icon} {title}: {headline}", ""]
+    against = document.get("against") or {}
+    compared = (
+        f"Compared with {_code(str(against.get('label')))} measured in the same run"
+        if against.get("label")
+        else f"Environment {_code(str(env))}"
+    )
     out.append(
-        f"Environment {_code(str(env))}, {len(tests)} perf test(s), "
+        f"{compared}, {len(tests)} perf test(s), "
         f"tolerance {float(document.get('settings', {}).get('tolerance', 0.1)) * 100:g} %."
     )
     out.append("")
