@@ -89,7 +89,7 @@ def app():
 
 @pytest.mark.perf
 def test_endpoint(perf_load, app):
-    perf_load(app, requests=100, users=2, name="GET /")
+    perf_load(app, requests=200, users=2, name="GET /")
 """
 
 INI = """
