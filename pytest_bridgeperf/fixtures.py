@@ -75,9 +75,17 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
         progress=progress,
         report=terminal,
         deadline=lambda: _timeout_deadline(request.node),
+        duration_cap=_round_option(config, "load_duration"),
     )
     yield load
     load.close()
+
+
+def _round_option(config: pytest.Config, name: str) -> Any:
+    """An option the ``--perf-against`` controller gave this round (in a side's session)."""
+    side = config.pluginmanager.get_plugin("bridgeperf-side")
+    request = getattr(side, "request", None)
+    return getattr(request, "options", {}).get(name) if request is not None else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -180,6 +180,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULTS["perf_against_max_time"],
     )
     parser.addini(
+        "perf_against_load_duration",
+        "with --perf-against: each duration-based perf_load run of a round lasts at most this "
+        "(the rounds give the repetitions; default: as the test asks)",
+        default="",
+    )
+    parser.addini(
         "perf_against_warmup",
         "with --perf-against: unmeasured rounds per side before a test's first measured one "
         f"(default: {DEFAULTS['perf_against_warmup']})",

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, str] = {
     "perf_against_rounds": "20",
     "perf_against_max_time": "120s",
     "perf_against_warmup": "1",
+    "perf_against_load_duration": "",
 }
 
 
@@ -64,6 +65,7 @@ class Settings:
     against_rounds: int = 20  # measured rounds per side and test, at most
     against_max_time: float = 120.0  # seconds of one test's A/B trial, at most
     against_warmup: int = 1  # unmeasured rounds per side before a test's first block
+    against_load_duration: float | None = None  # cap of each perf_load duration in a round
 
 
 def _flag(cli: object, ini: object) -> bool:
@@ -209,6 +211,17 @@ def resolve(
         parse_duration,
         _text(None, ini("perf_against_max_time"), None, DEFAULTS["perf_against_max_time"]),
     )
+    load_cap_raw = _text(None, ini("perf_against_load_duration"), None, "")
+    against_load_duration = (
+        parse(
+            "perf_against_load_duration",
+            "ini perf_against_load_duration",
+            parse_duration,
+            load_cap_raw,
+        )
+        if load_cap_raw
+        else None
+    )
     paths_raw: Sequence[str] | str | None = ini("perf_against_paths")
     if isinstance(paths_raw, str):
         paths_raw = paths_raw.split()
@@ -219,6 +232,7 @@ def resolve(
         against_rounds=against_rounds,
         against_max_time=against_max_time,
         against_warmup=against_warmup,
+        against_load_duration=against_load_duration,
         confirm=confirm,
         enabled=enabled,
         baseline_path=baseline,

@@ -288,3 +288,20 @@ def test_ctrl_c_removes_the_worktree(pytester: pytest.Pytester) -> None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == pytest.ExitCode.INTERRUPTED, output
     assert worktrees(root) == [root]
+
+
+def test_load_runs_are_capped_per_round(pytester: pytest.Pytester) -> None:
+    tests = """
+import pytest
+
+@pytest.mark.perf
+def test_load(perf_load):
+    result = perf_load(lambda: None, duration="5s", users=1)
+    # perf_against_load_duration caps each round's run: 5 s asked, 0.2 s run
+    assert result.elapsed < 2.0, result.elapsed
+"""
+    root = _project(pytester, 5.0, tests=tests)
+    ini = INI.replace("perf_against_rounds = 10", "perf_against_rounds = 8")
+    write(root, {"pytest.ini": ini + "perf_against_load_duration = 0.2s\n"})
+    result = _run(pytester, "--perf-against=HEAD")
+    result.assert_outcomes(passed=1)

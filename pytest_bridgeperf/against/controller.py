@@ -193,7 +193,10 @@ class AgainstRunner:
         def run(side: str, mode: str) -> SideRun:
             if nodeid not in self.collected[side].nodeids:
                 return SideRun("missing")
-            result = self.sides[side].run_round(nodeid, mode=mode)
+            options = {}
+            if self.settings.against_load_duration is not None:
+                options["load_duration"] = self.settings.against_load_duration
+            result = self.sides[side].run_round(nodeid, mode=mode, options=options)
             metrics = {}
             for data in result.metrics:
                 metric = Metric.from_json(data)

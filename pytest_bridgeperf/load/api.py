@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..metrics import Recorder
+from ..units import UnitError, parse_duration
 from .engine import ProgressCallback
 from .interrupts import Deadline
 from .record import record_result
@@ -37,6 +38,7 @@ class PerfLoad:
         progress: ProgressCallback | None = None,
         report: Callable[[str], None] | None = None,
         deadline: Callable[[], Deadline | None] | None = None,
+        duration_cap: float | None = None,
     ) -> None:
         self._recorder = recorder
         self._allowed_hosts = tuple(allowed_hosts)
@@ -45,6 +47,9 @@ class PerfLoad:
         self._report = report
         #: asked at the start of each run: when it must have ended (the test's timeout)
         self._deadline = deadline
+        #: --perf-against's ini perf_against_load_duration: each duration-based run of a round
+        #: lasts at most this (the rounds give the repetitions)
+        self._duration_cap = duration_cap
         #: Every result of this test, in order.
         self.results: list[LoadResult] = []
         # one event loop for the test's sync runs: an aiohttp app can be load-tested repeatedly
@@ -58,7 +63,19 @@ class PerfLoad:
             "deadline": self._deadline() if self._deadline is not None else None,
         }
 
+    def _capped(self, options: dict[str, Any]) -> dict[str, Any]:
+        cap = self._duration_cap
+        if cap is None or "requests" in options:
+            return options
+        asked = options.get("duration", "5s")
+        try:
+            seconds = parse_duration(asked) if isinstance(asked, str) else float(asked)
+        except (UnitError, ValueError, TypeError):
+            return options  # the run's own validation names the bad value
+        return {**options, "duration": min(seconds, cap)}
+
     def __call__(self, target: Any, **options: Any) -> LoadResult:
+        options = self._capped(options)
         if self._runner is None:
             self._runner = new_runner()
         result = run_load(target, options, runner=self._runner, **self._kwargs(options))
@@ -72,6 +89,7 @@ class PerfLoad:
 
     async def arun(self, target: Any, **options: Any) -> LoadResult:
         """The same as calling it, on the running event loop (for async tests)."""
+        options = self._capped(options)
         return self._finish(await arun_load(target, options, **self._kwargs(options)), options)
 
     def _finish(self, result: LoadResult, options: dict[str, Any]) -> LoadResult:
