@@ -114,9 +114,15 @@ def _badge(status: str, text: str | None = None, zero: bool = False) -> str:
     return f'<span class="badge {_cls(status)}{extra}">{escape(text or status)}</span>'
 
 
-def _metric_table(rows: Sequence[Mapping[str, Any]]) -> str:
+#: what the two sides of a comparison are called: (the reference, this run)
+Names = tuple[str, str]
+_NAMES: Names = ("baseline", "this run")
+
+
+def _metric_table(rows: Sequence[Mapping[str, Any]], names: Names = _NAMES) -> str:
     head = (
-        "<tr><th>metric</th><th>verdict</th><th>baseline</th><th>this run</th><th>change</th>"
+        f"<tr><th>metric</th><th>verdict</th><th>{escape(names[0])}</th>"
+        f"<th>{escape(names[1])}</th><th>change</th>"
         '<th class="budget">budget</th><th class="basis">basis</th></tr>'
     )
     body = []
@@ -145,7 +151,7 @@ def _how(row: Mapping[str, Any]) -> str:
     return f'<br><small class="how">{escape(how.strip("()"))}</small>'
 
 
-def _latency_figure(row: Mapping[str, Any]) -> str:
+def _latency_figure(row: Mapping[str, Any], names: Names = _NAMES) -> str:
     current = histogram_of(row, "hdr")
     baseline = histogram_of(row, "baseline_hdr")
     if current is None and baseline is None:
@@ -155,12 +161,12 @@ def _latency_figure(row: Mapping[str, Any]) -> str:
     curves = []
     if baseline is not None:
         curves.append(
-            Curve("baseline", percentile_curve(baseline, x_max), "baseline", baseline.count)
+            Curve(names[0], percentile_curve(baseline, x_max), "baseline", baseline.count)
         )
     if current is not None:
         curves.append(
             Curve(
-                "this run",
+                names[1],
                 percentile_curve(current, x_max),
                 f"current {_cls(row['verdict'])}",
                 current.count,
@@ -176,7 +182,7 @@ def _latency_figure(row: Mapping[str, Any]) -> str:
         curves, title=f"{row['name']}: latency by percentile", budgets=budgets
     )
     parts = []
-    for name, hist in (("this run", current), ("baseline", baseline)):
+    for name, hist in ((names[1], current), (names[0], baseline)):
         if hist is not None:
             parts.append(
                 f"{name}: n = {hist.count}, p50 {format_duration(hist.percentile(50))}, "
@@ -186,12 +192,12 @@ def _latency_figure(row: Mapping[str, Any]) -> str:
     return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
 
 
-def _memory_figure(row: Mapping[str, Any]) -> str:
+def _memory_figure(row: Mapping[str, Any], names: Names = _NAMES) -> str:
     bars: list[tuple[str, float, str]] = []
     if row.get("baseline") is not None:
-        bars.append(("baseline", float(row["baseline"]), "baseline"))
+        bars.append((names[0], float(row["baseline"]), "baseline"))
     if row.get("current") is not None:
-        bars.append(("this run", float(row["current"]), _cls(str(row["verdict"]))))
+        bars.append((names[1], float(row["current"]), _cls(str(row["verdict"]))))
     budget = next(
         (float(b["limit"]) for b in row.get("budgets", []) if b.get("budget") in ("memory", "rss")),
         None,
@@ -206,7 +212,7 @@ def _memory_figure(row: Mapping[str, Any]) -> str:
     return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
 
 
-def _queries_block(row: Mapping[str, Any]) -> str:
+def _queries_block(row: Mapping[str, Any], names: Names = _NAMES) -> str:
     statements = statement_rows(row)
     base = value_text(row.get("baseline"), "count")
     cur = value_text(row.get("current"), "count")
@@ -223,7 +229,7 @@ def _queries_block(row: Mapping[str, Any]) -> str:
             )
         out.append(
             '<div class="scroll"><table class="statements"><tr><th>statement</th>'
-            "<th>baseline</th><th>this run</th><th>diff</th></tr>"
+            f"<th>{escape(names[0])}</th><th>{escape(names[1])}</th><th>diff</th></tr>"
             + "".join(body)
             + "</table></div>"
         )
@@ -254,7 +260,7 @@ def _explain(row: Mapping[str, Any]) -> str:
     )
 
 
-def _test_section(index: int, nodeid: str, test: Mapping[str, Any]) -> str:
+def _test_section(index: int, nodeid: str, test: Mapping[str, Any], names: Names = _NAMES) -> str:
     status = status_of(test)
     rows: Sequence[Mapping[str, Any]] = test.get("metrics", [])
     outcome = str(test.get("outcome", ""))
@@ -263,19 +269,19 @@ def _test_section(index: int, nodeid: str, test: Mapping[str, Any]) -> str:
         f"<h2>{_badge(status)} <code>{escape(nodeid)}</code>"
         f'<span class="meta">{escape(outcome)}</span></h2>'
     )
-    parts = [head, _metric_table(rows)]
+    parts = [head, _metric_table(rows, names)]
     figures = []
     for row in rows:
         if row.get("unit") == "s" and ("hdr" in row or "baseline_hdr" in row):
-            figures.append(_latency_figure(row))
+            figures.append(_latency_figure(row, names))
         elif row.get("role") in ("memory", "rss") and row.get("unit") == "bytes":
-            figures.append(_memory_figure(row))
+            figures.append(_memory_figure(row, names))
     figures = [f for f in figures if f]
     if figures:
         parts.append(f'<div class="plots">{"".join(figures)}</div>')
     for row in rows:
         if row.get("role") == "queries":
-            parts.append(_queries_block(row))
+            parts.append(_queries_block(row, names))
     for row in rows:
         parts.append(_explain(row))
     parts.append("</section>")
@@ -317,13 +323,16 @@ def render_html(document: Mapping[str, Any], *, title: str = "Performance report
             f"α = {settings.get('alpha', 0.01)}, "
             f"floor {format_value(float(settings.get('min_delta', 0.001)), 's')}"
         )
-    sections = "".join(_test_section(i, nodeid, test) for i, (nodeid, test) in enumerate(tests))
+    against = document.get("against") or {}
+    names: Names = (str(against["label"]), "this checkout") if against.get("label") else _NAMES
+    sections = "".join(
+        _test_section(i, nodeid, test, names) for i, (nodeid, test) in enumerate(tests)
+    )
     counts = {status: 0 for status in STATUS_ORDER}
     for _, test in tests:
         counts[status_of(test)] += 1
     failing = counts["regressed"] + counts["over budget"]
     headline = f"{failing} test(s) failing on performance" if failing else "no regressions"
-    against = document.get("against") or {}
     compared = (
         f"vs <code>{escape(str(against['label']))}</code> (measured in the same run)"
         if against.get("label")
