@@ -64,9 +64,13 @@ def _current(row: Mapping[str, Any]) -> str:
     return f"{text} {how}" if how and row.get("current") is not None else text
 
 
-def _metric_table(rows: list[Mapping[str, Any]]) -> list[str]:
+#: what the two sides of a comparison are called: (the reference, this run)
+_NAMES = ("baseline", "this run")
+
+
+def _metric_table(rows: list[Mapping[str, Any]], names: tuple[str, str] = _NAMES) -> list[str]:
     lines = [
-        "| metric | baseline | this run | change | verdict | budget | basis |",
+        f"| metric | {names[0]} | {names[1]} | change | verdict | budget | basis |",
         "| --- | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for row in rows:
@@ -93,10 +97,12 @@ def _metric_table(rows: list[Mapping[str, Any]]) -> list[str]:
 
 
 def _flat_table(
-    entries: list[tuple[str, Mapping[str, Any]]], limit: int | None = None
+    entries: list[tuple[str, Mapping[str, Any]]],
+    limit: int | None = None,
+    names: tuple[str, str] = _NAMES,
 ) -> list[str]:
     lines = [
-        "| test | metric | baseline | this run | change |",
+        f"| test | metric | {names[0]} | {names[1]} | change |",
         "| --- | --- | ---: | ---: | ---: |",
     ]
     for count, (nodeid, row) in enumerate(entries):
@@ -149,6 +155,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
         headline += " · " + " · ".join(extra)
     out = [f"## {icon} {title}: {headline}", ""]
     against = document.get("against") or {}
+    names = (_cell(str(against["label"])), "this checkout") if against.get("label") else _NAMES
     compared = (
         f"Compared with {_code(str(against.get('label')))} measured in the same run"
         if against.get("label")
@@ -166,7 +173,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
             status = status_of(test)
             out.append(f"#### {_ICONS[status]} {_code(nodeid)} — {status}")
             out.append("")
-            out += _metric_table(test.get("metrics", []))
+            out += _metric_table(test.get("metrics", []), names)
             out.append("")
             for row in test.get("metrics", []):
                 if row.get("role") != "queries" or row["verdict"] == "ok":
@@ -212,7 +219,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
                 "The baseline is stale for these: refresh it with `pytest --perf --perf-update`.",
                 "",
             ]
-        out += _flat_table(entries, limit=MAX_OK_ROWS)
+        out += _flat_table(entries, limit=MAX_OK_ROWS, names=names)
         out.append("")
 
     ok = by_verdict.get("ok", [])
@@ -220,7 +227,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
         out += [
             f"<details><summary>{len(ok)} metric(s) ok</summary>",
             "",
-            *_flat_table(ok, limit=MAX_OK_ROWS),
+            *_flat_table(ok, limit=MAX_OK_ROWS, names=names),
             "",
             "</details>",
             "",
