@@ -181,10 +181,22 @@ class AgainstRunner:
         budgets = item.stash.get(budgets_key, None)
         if budgets is None:
             return None
-        self._start()
+        failed_start: str | None = None
+        try:
+            self._start()
+        except pytest.UsageError as exc:
+            if not self.worker:
+                raise
+            # an xdist worker cannot stop the session with a usage error (xdist would take it
+            # for a crash): each perf test errors with the reason instead
+            failed_start = str(exc)
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        for report in self._reports(item, budgets):
+        if failed_start is not None:
+            reports = _error_reports(item, failed_start)
+        else:
+            reports = self._reports(item, budgets)
+        for report in reports:
             ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
