@@ -256,7 +256,10 @@ def test_pool_leak_fails_the_block(project: pytest.Pytester) -> None:
         [
             "*connection pool: 1 connection(s) checked out inside the block were still checked*",
             "*pool QueuePool: size 5, checked in 0, checked out 1, overflow*",
-            "*×1 checked out at test_pool.py:6",
+            "*leaked: connection sqlite3.Connection 0x*",
+            "*checked out at test_pool.py:6 by this block's thread (MainThread)*",
+            "*test_pool.py:6 in test_leak",
+            "*Leaked: close what you open*",
         ]
     )
 

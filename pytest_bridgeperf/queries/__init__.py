@@ -31,7 +31,13 @@ __all__ = [
     "is_transaction_control",
 ]
 
-_LAZY = {"PerfQueries", "QueryCapture", "pool_status", "DEFAULT_N_PLUS_ONE_THRESHOLD"}
+_LAZY = {
+    "PerfQueries",
+    "QueryCapture",
+    "pool_status",
+    "DEFAULT_N_PLUS_ONE_THRESHOLD",
+    "DEFAULT_POOL_GRACE",
+}
 
 
 def __getattr__(name: str) -> Any:
