@@ -73,7 +73,8 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # In a subprocess: an in-process run restores sys.modules afterwards, dropping SQLAlchemy
     # modules it imported lazily, and SQLAlchemy's compiled parts break on the re-import.
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    # pytest-randomly (installed for the neighbour tests) would shuffle the ordered output.
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 
 def test_assertions_pass_and_fail_with_numbered_statements(project: pytest.Pytester) -> None:
