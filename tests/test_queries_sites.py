@@ -109,6 +109,12 @@ def test_roster_via_wrapper(perf_queries, engine):
     with perf_queries(engine) as q, Session(engine) as session:
         services.roster_via_wrapper(session)
     q.assert_no_n_plus_one()
+
+
+@pytest.mark.perf(queries=1)
+def test_budget(engine):
+    with Session(engine) as session:
+        services.roster(session)
 """
 
 
@@ -137,7 +143,7 @@ LAZY_LOAD = "SELECT hero.id, hero.name, hero.team_id FROM hero WHERE ? = hero.te
 def test_sqlmodel_app_n_plus_one_names_the_app_line(heroapp: pytest.Pytester) -> None:
     heroapp.makeini("[pytest]\n")
     result = _run(heroapp)
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=2, skipped=1)
     lazy = _line(SERVICES, "LINE-LAZY")
     teams_in_db = _line(DB, "session.exec")
     heroes_in_db = _line(DB, "list(team.heroes)")
@@ -162,7 +168,7 @@ def test_sqlmodel_app_n_plus_one_names_the_app_line(heroapp: pytest.Pytester) ->
 def test_wrapper_modules_in_the_ini_are_skipped(heroapp: pytest.Pytester) -> None:
     heroapp.makeini("[pytest]\nperf_library_modules =\n    heroapp.db\n")
     result = _run(heroapp)
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=2, skipped=1)
     result.stdout.fnmatch_lines(
         [
             f"*×4 at heroapp/services.py:{_line(SERVICES, 'LINE-LAZY')}",
@@ -172,6 +178,16 @@ def test_wrapper_modules_in_the_ini_are_skipped(heroapp: pytest.Pytester) -> Non
         ]
     )
     assert "heroapp/db.py" not in result.stdout.str()
+    # the marker's whole-body count lists the same sites
+    budget = _run(heroapp, "--perf", "--perf-baseline=b.json", "-k", "budget")
+    budget.assert_outcomes(failed=1)
+    budget.stdout.fnmatch_lines(
+        [
+            "*queries: queries 5 (budget ≤ 1)*",
+            f"*at heroapp/services.py:{_line(SERVICES, 'LINE-TEAMS')}",
+        ]
+    )
+    assert "heroapp/db.py" not in budget.stdout.str()
 
 
 def test_ini_is_documented_and_validated(heroapp: pytest.Pytester) -> None:

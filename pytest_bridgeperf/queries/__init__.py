@@ -62,7 +62,12 @@ def body_probe(
 
     # Fixtures (a session held across the body) legitimately keep connections checked out
     # past the body, so the whole-body probe leaves pool hygiene to explicit blocks.
-    capture = QueryCapture(recorder=recorder, check_pool=False, _body=True)
+    capture = QueryCapture(
+        recorder=recorder,
+        check_pool=False,
+        library_modules=settings.library_modules,
+        _body=True,
+    )
     return _as_none_context(capture)
 
 

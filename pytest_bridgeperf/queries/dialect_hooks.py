@@ -81,10 +81,8 @@ def install(
 
 
 def uninstall(dialect: Any, hooks: Mapping[str, Callable[..., Any]]) -> None:
-    """Take the hooks off ``dialect`` again (what is not ours is left alone)."""
+    """Take the hooks off a dialect :func:`install` gave them to (what is not ours stays)."""
     state = vars(dialect)
-    if state.get("do_execute") is not hooks["do_execute"]:
-        return
     for name in HOOKED:
         if state.get(name) is hooks[name]:
             del state[name]
