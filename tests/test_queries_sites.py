@@ -425,11 +425,19 @@ async def test_async_engine_sites_through_the_greenlet(tmp_path: Path) -> None:
         async with AsyncSession(engine) as session:
             for author in (await session.scalars(select(Author))).all():  # ASYNC-AUTHORS
                 await author.awaitable_attrs.books  # ASYNC-LAZY
+        async with engine.connect() as conn:
+            for _ in range(3):  # two lines of one coroutine, alternating, the same way down
+                await conn.execute(select(Author.name))  # ASYNC-ONE
+                await conn.execute(select(Book.title))  # ASYNC-TWO
     await engine.dispose()
     assert _sites_by_table(q) == {
-        "authors": {_here("# ASYNC-AUTHORS")},
-        "books": {_here("# ASYNC-LAZY")},
+        "authors": {_here("# ASYNC-AUTHORS"), _here("# ASYNC-ONE")},
+        "books": {_here("# ASYNC-LAZY"), _here("# ASYNC-TWO")},
     }
+    by_statement = {(s.fingerprint, s.call_site) for s in q.statements}
+    assert ("SELECT authors.name FROM authors", _here("# ASYNC-ONE")) in by_statement
+    assert ("SELECT books.title FROM books", _here("# ASYNC-TWO")) in by_statement
+    assert len(by_statement) == 4
 
 
 def test_sites_module_needs_no_pytest() -> None:
