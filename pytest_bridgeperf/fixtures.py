@@ -152,7 +152,8 @@ def perf_queries(request: pytest.FixtureRequest) -> PerfQueries:
     fails when a connection it checked out is still checked out at its end."""
     from .queries import PerfQueries
 
-    return PerfQueries(recorder_for(request.node))
+    library_modules = request.config.stash[settings_key].library_modules
+    return PerfQueries(recorder_for(request.node), library_modules=library_modules)
 
 
 @pytest.fixture

@@ -208,6 +208,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"hard cap of one load run (default: {DEFAULTS['perf_max_duration']})",
         default=DEFAULTS["perf_max_duration"],
     )
+    parser.addini(
+        "perf_library_modules",
+        "your own modules (names or dotted prefixes, e.g. myapp.db) skipped like SQLAlchemy's "
+        "when perf_queries names the line of your code that sent a statement",
+        type="linelist",
+        default=[],
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,7 +30,7 @@ from .evaluation import Evaluation, evaluate
 from .metrics import Budgets, Metric
 from .report.junit import junit_properties
 from .settings import Settings
-from .state import RoundContext, budgets_key, recorder_for, round_key
+from .state import RoundContext, budgets_key, recorder_for, round_key, settings_key
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -68,7 +68,8 @@ class BodyProbes:
                         getattr(item, "obj", None),
                     )
                 else:
-                    cm = probe(budgets, recorder, context.mode)
+                    modules = item.config.stash[settings_key].library_modules
+                    cm = probe(budgets, recorder, context.mode, modules)
                 if cm is not None:
                     stack.enter_context(cm)
             return (yield)

@@ -66,6 +66,7 @@ class Settings:
     against_max_time: float = 120.0  # seconds of one test's A/B trial, at most
     against_warmup: int = 1  # unmeasured rounds per side before a test's first block
     against_load_duration: float | None = None  # cap of each perf_load duration in a round
+    library_modules: tuple[str, ...] = ()  # ini perf_library_modules: call sites skip them
 
 
 def _flag(cli: object, ini: object) -> bool:
@@ -81,6 +82,22 @@ def _text(cli: object, ini: object, env: str | None, default: str) -> str:
         if value is not None and str(value).strip() != "":
             return str(value).strip()
     return default
+
+
+def _module_names(raw: Sequence[str] | str | None) -> tuple[str, ...]:
+    """ini ``perf_library_modules``: module names or dotted prefixes, whitespace-separated."""
+    lines = raw.split() if isinstance(raw, str) else raw or ()
+    names: list[str] = []
+    for line in lines:
+        for word in line.replace(",", " ").split():
+            name = word[:-2] if word.endswith(".*") else word
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise SettingsError(
+                    f"ini perf_library_modules: {word!r} is not a module name "
+                    "(expected dotted names like 'myapp.db' or 'myapp')"
+                )
+            names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def resolve(
@@ -148,6 +165,7 @@ def resolve(
     hosts_raw: Sequence[str] | str | None = ini("perf_allowed_hosts")
     if isinstance(hosts_raw, str):
         hosts_raw = hosts_raw.split()
+    library_modules = _module_names(ini("perf_library_modules"))
     report = cli.get("perf_report")
 
     def output(name: str) -> Path | None:
@@ -257,4 +275,5 @@ def resolve(
         step_summary=_flag(None, ini("perf_step_summary")),
         html_path=output("perf_html"),
         openmetrics_path=output("perf_openmetrics"),
+        library_modules=library_modules,
     )

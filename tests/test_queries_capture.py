@@ -305,8 +305,13 @@ def test_pool_leak_detected_with_pool_status(tmp_path: Any) -> None:
         block.__exit__(None, None, None)
     message = str(failure.value)
     assert "1 connection(s) checked out inside the block were still checked out" in message
+    assert "(1 leaked)" in message
     assert "pool QueuePool: size 3, checked in 1, checked out 2, overflow " in message
-    assert f"×1 checked out at tests/test_queries_capture.py:{_line_of('# LEAK')}" in message
+    connection_id = id(leaked.connection.dbapi_connection)
+    assert f"leaked: connection sqlite3.Connection 0x{connection_id:x}" in message
+    site = f"tests/test_queries_capture.py:{_line_of('# LEAK')}"
+    assert f"checked out at {site} by this block's thread (MainThread)" in message
+    assert f"{site} in test_pool_leak_detected_with_pool_status" in message
     assert "check_pool=False" in message
     leaked.close()
 

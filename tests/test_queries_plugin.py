@@ -73,7 +73,8 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # In a subprocess: an in-process run restores sys.modules afterwards, dropping SQLAlchemy
     # modules it imported lazily, and SQLAlchemy's compiled parts break on the re-import.
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    # pytest-randomly (installed for the neighbour tests) would shuffle the ordered output.
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 
 def test_assertions_pass_and_fail_with_numbered_statements(project: pytest.Pytester) -> None:
@@ -256,7 +257,10 @@ def test_pool_leak_fails_the_block(project: pytest.Pytester) -> None:
         [
             "*connection pool: 1 connection(s) checked out inside the block were still checked*",
             "*pool QueuePool: size 5, checked in 0, checked out 1, overflow*",
-            "*×1 checked out at test_pool.py:6",
+            "*leaked: connection sqlite3.Connection 0x*",
+            "*checked out at test_pool.py:6 by this block's thread (MainThread)*",
+            "*test_pool.py:6 in test_leak",
+            "*Leaked: close what you open*",
         ]
     )
 

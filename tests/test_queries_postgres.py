@@ -228,8 +228,15 @@ async def test_async_pool_leak(postgres_url: str, schema: str) -> None:
     capture.__enter__()
     conn = await engine.connect()
     await conn.execute(text("SELECT 1"))
-    with pytest.raises(AssertionError, match=r"QueuePool: size 2, checked in 0, checked out 1"):
+    with pytest.raises(
+        AssertionError, match=r"QueuePool: size 2, checked in 0, checked out 1"
+    ) as failure:
         capture.__exit__(None, None, None)
+    pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    # which connection: the driver's, and the server process serving it
+    assert "leaked: connection asyncpg.Connection 0x" in str(failure.value)
+    assert f", server process {pid}" in str(failure.value)
+    assert "checked out at tests/test_queries_postgres.py:" in str(failure.value)
     await conn.close()
     await engine.dispose()
 

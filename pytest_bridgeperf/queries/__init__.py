@@ -7,6 +7,7 @@ import it on first use, so reading a baseline never pays for it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .fingerprint import fingerprint, is_transaction_control
@@ -29,7 +30,13 @@ __all__ = [
     "is_transaction_control",
 ]
 
-_LAZY = {"PerfQueries", "QueryCapture", "pool_status", "DEFAULT_N_PLUS_ONE_THRESHOLD"}
+_LAZY = {
+    "PerfQueries",
+    "QueryCapture",
+    "pool_status",
+    "DEFAULT_N_PLUS_ONE_THRESHOLD",
+    "DEFAULT_POOL_GRACE",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -41,7 +48,7 @@ def __getattr__(name: str) -> Any:
 
 
 def body_probe(
-    budgets: Budgets, recorder: Recorder, mode: str
+    budgets: Budgets, recorder: Recorder, mode: str, library_modules: Sequence[str] = ()
 ) -> contextlib.AbstractContextManager[None] | None:
     """``@pytest.mark.perf(queries=N)``: count every statement of the test body (all engines)
     and record it as the ``queries`` metric the budget applies to. Only runs that measure
@@ -52,7 +59,12 @@ def body_probe(
 
     # Fixtures (a session held across the body) legitimately keep connections checked out
     # past the body, so the whole-body probe leaves pool hygiene to explicit blocks.
-    capture = QueryCapture(recorder=recorder, check_pool=False, _body=True)
+    capture = QueryCapture(
+        recorder=recorder,
+        check_pool=False,
+        library_modules=library_modules,
+        _body=True,
+    )
     return _as_none_context(capture)
 
 

@@ -12,14 +12,12 @@ it exactly and counts statements that fail. The test suite checks that both give
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
-from types import CodeType, FrameType, TracebackType
+from types import CodeType, TracebackType
 from typing import Any
 
 from sqlalchemy import event
@@ -29,7 +27,10 @@ from sqlalchemy.pool import Pool
 
 from ..metrics import Recorder
 from ..stats import LatencyHistogram
+from ..units import UnitError, parse_duration
+from . import dialect_hooks, sites
 from .fingerprint import fingerprint, is_transaction_control, query_type
+from .pool import DEFAULT_POOL_GRACE, Checkout, PoolWatch, current_task, pool_status
 from .statements import (
     NPlusOne,
     Statement,
@@ -38,147 +39,30 @@ from .statements import (
     format_statements,
 )
 
-__all__ = ["DEFAULT_N_PLUS_ONE_THRESHOLD", "PerfQueries", "QueryCapture", "pool_status"]
+__all__ = [
+    "DEFAULT_N_PLUS_ONE_THRESHOLD",
+    "DEFAULT_POOL_GRACE",
+    "PerfQueries",
+    "QueryCapture",
+    "pool_status",
+]
 
 #: ``assert_no_n_plus_one()`` fails when one line issues the same statement this many times.
 DEFAULT_N_PLUS_ONE_THRESHOLD = 3
 
 _INSERTMANYVALUES = ExecuteStyle.INSERTMANYVALUES
 
-# (sql, parameter values, parameter sets, duration s, driver rowcount, batched, site, failed)
-_Raw = tuple[str, int, int, float, int, bool, "_RawSite | None", bool]
-
-
-# ---------------------------------------------------------------------------------------------
-# call sites
-
-
-def _library_prefixes() -> tuple[str, ...]:
-    """Directories and files whose frames are not "user code"."""
-    prefixes: list[str] = []
-    for name in (
-        "sqlalchemy",
-        "asyncio",
-        "_pytest",
-        "pytest",
-        "pluggy",
-        "pytest_asyncio",
-        "greenlet",
-        "concurrent",
-        "pytest_bridgeperf",
-    ):
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        if spec is None:
-            continue
-        for location in spec.submodule_search_locations or ():
-            prefixes.append(os.path.join(os.path.realpath(location), ""))
-            prefixes.append(os.path.join(location, ""))
-        if spec.origin and not spec.submodule_search_locations:
-            prefixes.append(spec.origin)
-    for module in ("contextlib", "threading", "functools"):
-        spec = importlib.util.find_spec(module)
-        if spec is not None and spec.origin:
-            prefixes.append(spec.origin)
-    prefixes.append("<")  # <frozen importlib._bootstrap>, SQLAlchemy's generated <string> code
-    return tuple(dict.fromkeys(prefixes))
-
-
-_LIBRARY_PREFIXES = _library_prefixes()
-_is_library_file: dict[str, bool] = {}
-_getframe = sys._getframe
-# Depth (from _call_site) of the first user frame last time; most statements come through the
-# same path, so checking that guess costs two frames instead of walking all of SQLAlchemy's.
-_depth_guess = 0
-
-# A call site as captured on the hot path: the code object and the byte offset of the
-# instruction; the line number is only worked out when someone reads it.
-_RawSite = tuple[CodeType, int]
-
-
-def _library(filename: str) -> bool:
-    library = _is_library_file.get(filename)
-    if library is None:
-        library = _is_library_file[filename] = filename.startswith(_LIBRARY_PREFIXES)
-    return library
-
-
-def _call_site() -> _RawSite | None:
-    """The first frame of user code calling into the database (called by the hooks)."""
-    global _depth_guess
-    guess = _depth_guess
-    if guess:
-        # the hot path: two dictionary lookups, inlined (a call costs as much as the lookup)
-        try:
-            below = _getframe(guess - 1)
-        except ValueError:
-            below = None
-        if below is not None and _is_library_file.get(below.f_code.co_filename):
-            guessed = below.f_back
-            if guessed is not None:
-                code = guessed.f_code
-                if _is_library_file.get(code.co_filename) is False:
-                    return code, guessed.f_lasti
-    frame: FrameType | None = _getframe(2)
-    depth = 2
-    while frame is not None:
-        code = frame.f_code
-        if not _library(code.co_filename):
-            _depth_guess = depth
-            return code, frame.f_lasti
-        frame = frame.f_back
-        depth += 1
-    # An AsyncEngine runs the DBAPI call in a greenlet whose own stack ends in SQLAlchemy; the
-    # awaiting coroutine is suspended in a parent greenlet.
-    greenlet = sys.modules.get("greenlet")
-    if greenlet is None:
-        return None
-    parent = greenlet.getcurrent().parent
-    while parent is not None:
-        suspended: FrameType | None = parent.gr_frame
-        while suspended is not None:
-            code = suspended.f_code
-            if not _library(code.co_filename):
-                return code, suspended.f_lasti
-            suspended = suspended.f_back
-        parent = parent.parent
-    return None
-
-
-_display_paths: dict[str, str] = {}
-_lines: dict[_RawSite, int] = {}
-
-
-def _line(site: _RawSite) -> int:
-    line = _lines.get(site)
-    if line is None:
-        code, offset = site
-        line = code.co_firstlineno
-        for start, end, number in code.co_lines():
-            if start <= offset < end:
-                line = number if number is not None else line
-                break
-        _lines[site] = line
-    return line
-
-
-def _display(site: _RawSite | None) -> str | None:
-    if site is None:
-        return None
-    filename = site[0].co_filename
-    shown = _display_paths.get(filename)
-    if shown is None:
-        shown = filename
-        try:
-            relative = os.path.relpath(filename)
-        except ValueError:  # another drive on Windows
-            relative = filename
-        if not relative.startswith(".."):
-            shown = relative
-        _display_paths[filename] = shown
-    return f"{shown}:{_line(site)}"
+# What the hooks record: every statement adds seven items to its capture's list,
+#   sql, parameter values, duration s, driver rowcount, flags, site code, site offset
+# flat rather than as one tuple per statement: the tuples outlive the statement, and allocating
+# fresh memory for them measured ~0.1 µs per statement on a busy machine. ``flags`` is the
+# "batched" bool (an insertmanyvalues batch), or for the rarer executemany calls, failed
+# statements and transaction events a tuple (batched, parameter sets, failed). The call site is
+# the code object and instruction offset of the first user frame (None, 0 when there is none);
+# :mod:`.sites` turns it into ``path:line`` only when someone reads it.
+_FIELDS = 7
+_Raw = tuple[Any, ...]
+_Extend = Callable[[_Raw], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,22 +70,74 @@ def _display(site: _RawSite | None) -> str | None:
 
 
 class _Hub:
+    """Who receives what. Statements go to the *recording* captures; pool events go to every
+    capture still registered, including those waiting at their end for connections."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.captures: tuple[QueryCapture, ...] = ()  # replaced, never mutated: lock-free reads
         self._flags_before: dict[type, object] = {}
+        self._hooked: list[Any] = []  # dialects given the statement hooks (dialect_hooks)
+        self._tried: set[int] = set()  # ids of the dialects tried, while any capture is active
 
     def add(self, capture: QueryCapture) -> None:
         with self._lock:
             before = self.captures
             self.captures = (*before, capture)
+            sites.configure({m for c in self.captures for m in c.library_modules})
             self._update(before, self.captures)
+            self._route()
+            for dialect in capture._dialects or ():
+                self._hook(dialect)
+
+    def stop_recording(self, capture: QueryCapture) -> None:
+        with self._lock:
+            capture._recording = False
+            self._route()
 
     def remove(self, capture: QueryCapture) -> None:
         with self._lock:
+            capture._recording = False
             before = self.captures
             self.captures = tuple(c for c in before if c is not capture)
+            self._route()
+            if not self.captures:
+                for dialect in self._hooked:
+                    dialect_hooks.uninstall(dialect, _DIALECT_HOOKS)
+                self._hooked.clear()
+                self._tried.clear()
             self._update(before, self.captures)
+
+    def hook(self, dialect: Any) -> bool:
+        """Give ``dialect`` the direct statement hooks if it can have them (once per dialect)."""
+        if id(dialect) in self._tried:  # the listeners ask on every statement of such a dialect
+            return False
+        with self._lock:
+            return self._hook(dialect) if self.captures else False
+
+    def _hook(self, dialect: Any) -> bool:
+        if id(dialect) in self._tried:
+            return vars(dialect).get("do_execute") is _hooked_do_execute
+        self._tried.add(id(dialect))
+        if dialect_hooks.install(dialect, _DIALECT_HOOKS, _OUR_LISTENERS):
+            self._hooked.append(dialect)
+            return True
+        return False
+
+    def _route(self) -> None:
+        """Rebuild :data:`_ROUTES` for the recording captures (under the lock)."""
+        recording = [c for c in self.captures if c._recording]
+        if len(recording) == 1:
+            # the usual case, one block at a time: the hooks extend its list directly
+            (only,) = recording
+            _ROUTES[0] = (only._raw, only._dialects, {}, ())
+            return
+        everywhere = tuple(c._raw.extend for c in recording if c._dialects is None)
+        scoped: dict[Any, tuple[_Extend, ...]] = {}
+        for capture in recording:
+            for dialect in capture._dialects or ():
+                scoped[dialect] = (*scoped.get(dialect, everywhere), capture._raw.extend)
+        _ROUTES[0] = (None, None, scoped, everywhere)
 
     def _update(self, before: Sequence[QueryCapture], after: Sequence[QueryCapture]) -> None:
         def wants(captures: Sequence[QueryCapture], what: str) -> bool:
@@ -222,38 +158,49 @@ class _Hub:
                 for target, name, fn, _ in listeners:
                     event.remove(target, name, fn)
                 for flagged in _FLAGGED[what]:
-                    _clear_events_flag(flagged, self._flags_before.get(flagged))
-
-
-def _clear_events_flag(cls: type, before: object) -> None:
-    """Undo the ``_has_events`` class flag SQLAlchemy sets on the first listener.
-
-    SQLAlchemy never clears it, so after one capture every later statement of every engine would
-    still walk (empty) listener collections: for connection events that costs 3–4 µs per
-    statement, which would make the timings of tests that run after a capture depend on test
-    order. The flag is cleared only if it was clear before the first capture and no class-level
-    listener of that kind (ours or anyone's) is left.
-    """
-    if before not in (None, False) or cls.__dict__.get("_has_events") is not True:
-        return
-    try:
-        dispatch: Any = cls.dispatch  # type: ignore[attr-defined]
-        for name in dispatch._event_names:
-            if any(getattr(dispatch, name)._clslevel.values()):
-                return
-    except (AttributeError, TypeError):  # another SQLAlchemy: leave its flag alone
-        return
-    type.__setattr__(cls, "_has_events", False)
+                    dialect_hooks.clear_events_flag(flagged, self._flags_before.get(flagged))
 
 
 _HUB = _Hub()
 
+#: ``_ROUTES[0]``: where the hooks put a statement. With one recording capture (the usual case):
+#: ``(its list, the dialects it is scoped to or None, {}, ())``, so a statement costs one
+#: list extension; otherwise ``(None, None, dialect → extenders of the captures scoped to it
+#: or to every engine, extenders of the captures recording every engine)``. Rebuilt whenever a
+#: capture starts or stops. Routing through a dictionary and a loop of bound methods measured
+#: ~1,000 CPU instructions per statement more than the single list.
+_ROUTES: list[
+    tuple[
+        list[Any] | None, frozenset[Any] | None, dict[Any, tuple[_Extend, ...]], tuple[_Extend, ...]
+    ]
+] = [(None, None, {}, ())]
+
+# The statement hooks read these on every statement (see sites.RECENT for the call-site guess).
+_getframe = sys._getframe
+_RECENT = sites.RECENT
+_slow_site = sites.call_site
+
 
 def _deliver(entry: _Raw, dialect: Any) -> None:
-    for capture in _HUB.captures:
-        dialects = capture._dialects
+    raw, dialects, routes, everywhere = _ROUTES[0]
+    if raw is not None:
         if dialects is None or dialect in dialects:
-            capture._raw.append(entry)
+            raw += entry
+        return
+    for extend in routes.get(dialect, everywhere):
+        extend(entry)
+
+
+def _site_at(levels: int) -> sites.RawSite | None:
+    """The call site of the statement hook ``levels`` frames above the caller (0: the caller)."""
+    for depth, code, offset in _RECENT[0]:
+        try:
+            frame = _getframe(depth + levels + 1)
+        except ValueError:  # a shallower stack than that site's
+            continue
+        if frame.f_code is code and frame.f_lasti == offset:
+            return code, offset
+    return _slow_site(levels + 1, learn=True)
 
 
 def _rowcount(cursor: Any) -> int:
@@ -269,23 +216,26 @@ def _failed(
 ) -> None:
     if context is not None and not context.root_connection._allow_autobegin:
         return
-    entry = (statement, params, sets, perf_counter() - start, -1, batched, _call_site(), True)
+    site = sites.call_site(2)
+    code, offset = site if site is not None else (None, 0)
+    duration = perf_counter() - start
+    entry = (statement, params, duration, -1, (batched, sets, True), code, offset)
     _deliver(entry, None if context is None else context.dialect)
 
 
-# The three hooks below run for every statement while a capture is active: keep them flat.
+# -- the direct hooks: SQLAlchemy calls them as the dialect's methods (dialect_hooks.install) ----
+# They run for every statement while a capture is active: keep them flat. Each attribute
+# lookup, call and stored item is a measurable part of the ~0.5 µs they add; the README's
+# "Cost" section has the breakdown, benchmarks/query_overhead.py measures it.
 # ``context.root_connection._allow_autobegin`` is False only for the connection SQLAlchemy uses
 # to initialise a dialect on an engine's first connect; those statements happen in whichever
 # test connects first, so counting them would make counts depend on test order.
 
 
-def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+def _hooked_do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
     start = perf_counter()
     try:
-        if context is None:
-            cursor.execute(statement, parameters)
-        else:
-            context.dialect.do_execute(cursor, statement, parameters, context)
+        cursor.execute(statement, parameters)  # what DefaultDialect.do_execute does
     except BaseException:
         _failed(statement, len(parameters) if parameters else 0, 1, context, start, False)
         raise
@@ -293,67 +243,164 @@ def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> b
     if context is None:
         dialect = None
         batched = False
-    else:
-        if not context.root_connection._allow_autobegin:
-            return True
+    elif context.root_connection._allow_autobegin:
         dialect = context.dialect
         batched = context.execute_style is _INSERTMANYVALUES
+    else:
+        return
     try:
         rows = cursor.rowcount
     except Exception:
         rows = -1
+    # the call site, inlined (a function call costs as much as the check): is this statement
+    # coming from one of the last few lines that sent one?
+    code: CodeType | None
+    for depth, code, offset in _RECENT[0]:
+        try:
+            frame = _getframe(depth)
+        except ValueError:  # a shallower stack than that site's
+            continue
+        if frame.f_code is code and frame.f_lasti == offset:
+            break
+    else:
+        site = _slow_site(0, learn=True)
+        code, offset = site if site is not None else (None, 0)
     entry = (
         statement,
         len(parameters) if parameters else 0,
-        1,
         duration,
         rows,
         batched,
-        _call_site(),
-        False,
+        code,
+        offset,
     )
-    for capture in _HUB.captures:
-        dialects = capture._dialects
+    raw, dialects, routes, everywhere = _ROUTES[0]
+    if raw is not None:
         if dialects is None or dialect in dialects:
-            capture._raw.append(entry)
-    return True  # the statement ran: SQLAlchemy must not run it again
+            raw += entry
+        return
+    for extend in routes.get(dialect, everywhere):
+        extend(entry)
 
 
-def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+def _hooked_do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> None:
     start = perf_counter()
     try:
         if context is None:
             cursor.execute(statement)
-        else:
-            context.dialect.do_execute_no_params(cursor, statement, context)
+        else:  # the dialect class's own method: it may differ from SQLAlchemy's default
+            type(context.dialect).do_execute_no_params(context.dialect, cursor, statement, context)
     except BaseException:
         _failed(statement, 0, 1, context, start, False)
         raise
     duration = perf_counter() - start
     if context is not None and not context.root_connection._allow_autobegin:
-        return True
-    entry = (statement, 0, 1, duration, _rowcount(cursor), False, _call_site(), False)
+        return
+    site = _site_at(0)
+    code, offset = site if site is not None else (None, 0)
+    entry = (statement, 0, duration, _rowcount(cursor), False, code, offset)
     _deliver(entry, None if context is None else context.dialect)
+
+
+def _hooked_do_executemany(
+    cursor: Any, statement: str, parameters: Any, context: Any = None
+) -> None:
+    start = perf_counter()
+    count = sum(len(p) for p in parameters) if parameters else 0
+    sets = len(parameters) if parameters else 0
+    try:
+        if context is None:
+            cursor.executemany(statement, parameters)
+        else:  # psycopg2, mysqlclient, pyodbc and cx_Oracle have their own
+            dialect = context.dialect
+            type(dialect).do_executemany(dialect, cursor, statement, parameters, context)
+    except BaseException:
+        _failed(statement, count, sets, context, start, True)
+        raise
+    duration = perf_counter() - start
+    if context is not None and not context.root_connection._allow_autobegin:
+        return
+    site = _site_at(0)
+    code, offset = site if site is not None else (None, 0)
+    entry = (statement, count, duration, _rowcount(cursor), (True, sets, False), code, offset)
+    _deliver(entry, None if context is None else context.dialect)
+
+
+_DIALECT_HOOKS: dict[str, Callable[..., None]] = {
+    "do_execute": _hooked_do_execute,
+    "do_execute_no_params": _hooked_do_execute_no_params,
+    "do_executemany": _hooked_do_executemany,
+}
+
+
+# -- the event listeners: the dialects without direct hooks, and finding the dialects -----------
+# A capture of every engine cannot know the dialects in advance: the first statement of each
+# arrives here, gives its dialect the direct hooks where it can, and later ones go there.
+
+
+def _recorded(
+    run: Callable[..., Any],
+    args: tuple[Any, ...],
+    context: Any,
+    params: int,
+    flags: Any,
+) -> None:
+    """Run a dialect method for a listener below, recording the statement."""
+    statement = args[1]
+    start = perf_counter()
+    try:
+        run(*args)
+    except BaseException:
+        batched, sets = (flags[0], flags[1]) if isinstance(flags, tuple) else (flags, 1)
+        _failed(statement, params, sets, context, start, batched)
+        raise
+    duration = perf_counter() - start
+    if not context.root_connection._allow_autobegin:
+        return
+    site = _site_at(2)  # our caller's caller is the listener SQLAlchemy called
+    code, offset = site if site is not None else (None, 0)
+    entry = (statement, params, duration, _rowcount(args[0]), flags, code, offset)
+    _deliver(entry, context.dialect)
+
+
+def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    if context is None:  # not from SQLAlchemy 2's execution path: let it run unrecorded
+        return False
+    dialect = context.dialect
+    run = dialect.do_execute
+    if run is _hooked_do_execute or _HUB.hook(dialect):
+        # hooked meanwhile (by another thread, or now): the direct hook records it
+        _hooked_do_execute(cursor, statement, parameters, context)
+        return True
+    params = len(parameters) if parameters else 0
+    batched = context.execute_style is _INSERTMANYVALUES
+    _recorded(run, (cursor, statement, parameters, context), context, params, batched)
+    return True  # the statement ran: SQLAlchemy must not run it again
+
+
+def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+    if context is None:  # not from SQLAlchemy 2's execution path: let it run unrecorded
+        return False
+    dialect = context.dialect
+    run = dialect.do_execute_no_params
+    if run is _hooked_do_execute_no_params or _HUB.hook(dialect):
+        _hooked_do_execute_no_params(cursor, statement, context)
+        return True
+    _recorded(run, (cursor, statement, context), context, 0, False)
     return True
 
 
 def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-    start = perf_counter()
-    count = sum(len(p) for p in parameters) if parameters else 0
-    try:
-        if context is None:
-            cursor.executemany(statement, parameters)
-        else:
-            context.dialect.do_executemany(cursor, statement, parameters, context)
-    except BaseException:
-        _failed(statement, count, len(parameters) if parameters else 0, context, start, True)
-        raise
-    duration = perf_counter() - start
-    if context is not None and not context.root_connection._allow_autobegin:
+    if context is None:  # not from SQLAlchemy 2's execution path: let it run unrecorded
+        return False
+    dialect = context.dialect
+    run = dialect.do_executemany
+    if run is _hooked_do_executemany or _HUB.hook(dialect):
+        _hooked_do_executemany(cursor, statement, parameters, context)
         return True
+    count = sum(len(p) for p in parameters) if parameters else 0
     sets = len(parameters) if parameters else 0
-    entry = (statement, count, sets, duration, _rowcount(cursor), True, _call_site(), False)
-    _deliver(entry, None if context is None else context.dialect)
+    _recorded(run, (cursor, statement, parameters, context), context, count, (True, sets, False))
     return True
 
 
@@ -361,13 +408,17 @@ def _transaction_event(sql: str) -> Any:
     def on_event(conn: Connection, *args: Any) -> None:
         if not conn._allow_autobegin:
             return
-        entry: _Raw = (sql, 0, 1, 0.0, -1, False, _call_site(), False)
+        site = sites.call_site(1)
+        code, offset = site if site is not None else (None, 0)
+        entry: _Raw = (sql, 0, 0.0, -1, (False, 1, False), code, offset)
         dialect = conn.dialect
         for capture in _HUB.captures:
-            if capture.include_transactions and (
-                capture._dialects is None or dialect in capture._dialects
+            if (
+                capture._recording
+                and capture.include_transactions
+                and (capture._dialects is None or dialect in capture._dialects)
             ):
-                capture._raw.append(entry)
+                capture._raw.extend(entry)
 
     on_event.__name__ = f"bridgeperf_{sql.lower()}"
     return on_event
@@ -375,21 +426,25 @@ def _transaction_event(sql: str) -> Any:
 
 def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     pool = getattr(proxy, "_pool", None)
-    site: _RawSite | None = None
-    looked = False  # the call site is only worked out when some capture wants it
+    checkout: Checkout | None = None  # who checked it out: worked out only if a capture wants it
     for capture in _HUB.captures:
-        if capture.check_pool and (
-            capture._engines is None or any(engine.pool is pool for engine in capture._engines)
-        ):
-            if not looked:
-                site, looked = _call_site(), True
-            capture._checked_out[record] = (pool, site)
+        if capture.check_pool and (capture._pools is None or pool in capture._pools):
+            if checkout is None:
+                checkout = Checkout(
+                    pool,
+                    dbapi_connection,
+                    sites.short_stack(1),
+                    threading.current_thread(),
+                    current_task(),
+                )
+            capture._pool_watch.out[record] = checkout
 
 
 def _on_checkin(dbapi_connection: Any, record: Any) -> None:
     for capture in _HUB.captures:
-        if capture._checked_out:
-            capture._checked_out.pop(record, None)
+        watch = capture._pool_watch
+        if watch.out.pop(record, None) is not None and watch.settling:
+            watch.wake()
 
 
 # Classes whose ``_has_events`` flag SQLAlchemy sets when our listeners of that kind are added.
@@ -416,6 +471,8 @@ _LISTENERS: dict[str, list[tuple[Any, str, Any, dict[str, Any]]]] = {
         (Engine, "rollback", _transaction_event("ROLLBACK"), {}),
     ],
 }
+#: Our dialect-event listeners: they do not stop a dialect from getting the direct hooks.
+_OUR_LISTENERS = frozenset(fn for _, _, fn, _ in _LISTENERS["execute"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,26 +496,6 @@ def _as_engine(target: Any) -> Engine:
     )
 
 
-def pool_status(pool: Any) -> str:
-    """``QueuePool: size 5, checked in 4, checked out 1, overflow -4`` (what the pool knows)."""
-    parts = []
-    for label, method in (
-        ("size", "size"),
-        ("checked in", "checkedin"),
-        ("checked out", "checkedout"),
-        ("overflow", "overflow"),
-    ):
-        function = getattr(pool, method, None)
-        if callable(function):
-            try:
-                parts.append(f"{label} {function()}")
-            except Exception:  # pragma: no cover - a pool class without that notion
-                continue
-    if not parts:
-        return str(pool.status())
-    return f"{type(pool).__name__}: " + ", ".join(parts)
-
-
 class QueryCapture:
     """The SQL statements issued while a ``with`` block runs.
 
@@ -474,22 +511,39 @@ class QueryCapture:
         name: str | None = None,
         include_transactions: bool = False,
         check_pool: bool = True,
+        pool_grace: float | str = DEFAULT_POOL_GRACE,
+        library_modules: Sequence[str] = (),
         _body: bool = False,
     ) -> None:
         resolved = tuple(_as_engine(engine) for engine in engines)
         self._engines: tuple[Engine, ...] | None = resolved or None
         self._dialects = frozenset(e.dialect for e in resolved) if resolved else None
+        self._pools = frozenset(e.pool for e in resolved) if resolved else None
         self.recorder = recorder
         self.name = name
         self.include_transactions = include_transactions
         self.check_pool = check_pool
+        try:
+            self.pool_grace = parse_duration(pool_grace)
+        except UnitError as exc:
+            raise ValueError(f"perf_queries(pool_grace={pool_grace!r}): {exc}") from None
+        if isinstance(library_modules, str):
+            library_modules = library_modules.split()
+        self.library_modules = tuple(sites.validate_module_name(m) for m in library_modules)
         self._body = _body
-        self._raw: list[_Raw] = []
+        self._raw: list[Any] = []  # _FIELDS items per statement
         self._materialised: list[Statement] = []
         self._consumed = 0
-        self._checked_out: dict[Any, tuple[Any, _RawSite | None]] = {}
+        self._recording = False
+        self._pool_watch = PoolWatch(self._engine_label)
         self._state = "new"
         self.metric_name: str | None = None
+
+    def _engine_label(self, pool: Any) -> str:
+        for engine in self._engines or ():
+            if engine.pool is pool:
+                return engine.url.render_as_string(hide_password=True)
+        return ""
 
     # -- context manager ------------------------------------------------------------------
 
@@ -497,6 +551,7 @@ class QueryCapture:
         if self._state != "new":
             raise RuntimeError("a query capture can only be entered once; make a new one")
         self._state = "active"
+        self._recording = True
         _HUB.add(self)
         return self
 
@@ -507,14 +562,18 @@ class QueryCapture:
         tb: TracebackType | None,
     ) -> None:
         __tracebackhide__ = True
-        _HUB.remove(self)
-        self._state = "done"
-        if exc_type is not None:
-            return
-        if self.recorder is not None:
-            self._record(self.recorder)
-        if self.check_pool and self._checked_out:
-            raise AssertionError(self._leak_message())
+        # Statements stop counting at the block's end, even those of work it left running:
+        # counts must not depend on how fast that work is. Pool events keep coming while the
+        # block waits for connections to be returned.
+        _HUB.stop_recording(self)
+        left: list[Checkout] = []
+        try:
+            if exc_type is None and self.check_pool and self._pool_watch:
+                left = self._pool_watch.settle(self.pool_grace)
+        finally:
+            _HUB.remove(self)
+            self._state = "done"
+        self._finish(exc_type, left, asynchronous=False)
 
     async def __aenter__(self) -> QueryCapture:
         return self.__enter__()
@@ -525,18 +584,40 @@ class QueryCapture:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        __tracebackhide__ = True
+        _HUB.stop_recording(self)
+        left: list[Checkout] = []
+        try:
+            if exc_type is None and self.check_pool and self._pool_watch:
+                left = await self._pool_watch.asettle(self.pool_grace)
+        finally:
+            _HUB.remove(self)
+            self._state = "done"
+        self._finish(exc_type, left, asynchronous=True)
+
+    def _finish(
+        self, exc_type: type[BaseException] | None, left: list[Checkout], *, asynchronous: bool
+    ) -> None:
+        __tracebackhide__ = True
+        if exc_type is not None:
+            return
+        if self.recorder is not None:
+            self._record(self.recorder)
+        if left:
+            message = self._pool_watch.message(left, asynchronous=asynchronous)
+            raise AssertionError(f"{message}\n{self.explain()}")
 
     # -- results --------------------------------------------------------------------------
 
     def _all(self) -> list[Statement]:
         raw = self._raw
-        end = len(raw)
+        end = len(raw)  # a multiple of _FIELDS: each statement's items are added in one go
         if self._consumed < end:
             materialised = self._materialised
-            for sql, params, sets, duration, rows, batched, site, failed in raw[
-                self._consumed : end
-            ]:
+            display = sites.display
+            for start in range(self._consumed, end, _FIELDS):
+                sql, params, duration, rows, flags, code, offset = raw[start : start + _FIELDS]
+                batched, sets, failed = flags if isinstance(flags, tuple) else (flags, 1, False)
                 fp = fingerprint(sql)
                 materialised.append(
                     Statement(
@@ -547,7 +628,7 @@ class QueryCapture:
                         duration=duration,
                         rows=rows if isinstance(rows, int) and rows >= 0 else None,
                         executemany=batched,
-                        call_site=_display(site),
+                        call_site=None if code is None else display((code, offset)),
                         transaction_control=is_transaction_control(fp),
                         failed=failed,
                     )
@@ -661,27 +742,6 @@ class QueryCapture:
         )
         self.metric_name = name
 
-    def _leak_message(self) -> str:
-        by_pool: dict[int, tuple[Any, list[str | None]]] = {}
-        for pool, raw_site in self._checked_out.values():
-            by_pool.setdefault(id(pool), (pool, []))[1].append(_display(raw_site))
-        total = len(self._checked_out)
-        lines = [
-            f"connection pool: {total} connection(s) checked out inside the block "
-            "were still checked out when it ended"
-        ]
-        for pool, sites in by_pool.values():
-            lines.append(f"  pool {pool_status(pool)}")
-            for site, count in Counter(s or "<unknown call site>" for s in sites).most_common():
-                lines.append(f"    ×{count} checked out at {site}")
-        lines.append(
-            "Close what you open (`with Session(engine) as session:`, "
-            "`with engine.connect() as conn:`, close results); pass check_pool=False if the "
-            "connection is meant to outlive the block."
-        )
-        lines.append(self.explain())
-        return "\n".join(lines)
-
     def __repr__(self) -> str:
         scope = "all engines" if self._engines is None else f"{len(self._engines)} engine(s)"
         return f"<QueryCapture {self._state}, {scope}: {self.count} statement(s)>"
@@ -692,10 +752,17 @@ def _noun(count: int) -> str:
 
 
 class PerfQueries:
-    """The ``perf_queries`` fixture: ``with perf_queries(*engines, **options) as q:``."""
+    """The ``perf_queries`` fixture: ``with perf_queries(*engines, **options) as q:``.
 
-    def __init__(self, recorder: Recorder | None = None) -> None:
+    ``library_modules``: the user's own modules (ini ``perf_library_modules``) whose frames are
+    skipped like SQLAlchemy's when looking for a statement's call site.
+    """
+
+    def __init__(
+        self, recorder: Recorder | None = None, *, library_modules: Sequence[str] = ()
+    ) -> None:
         self.recorder = recorder
+        self.library_modules = tuple(library_modules)
 
     def __call__(
         self,
@@ -703,12 +770,15 @@ class PerfQueries:
         name: str | None = None,
         include_transactions: bool = False,
         check_pool: bool = True,
+        pool_grace: float | str = DEFAULT_POOL_GRACE,
     ) -> QueryCapture:
         """Capture the statements of ``engines`` (default: every engine) inside a ``with`` block.
 
         The block records a ``queries`` metric (or ``name``) compared with the baseline;
         ``include_transactions`` also counts BEGIN/COMMIT/ROLLBACK/SAVEPOINT; ``check_pool``
-        fails the block when a connection checked out inside it is still checked out at exit.
+        fails the block when a connection checked out inside it is still checked out at exit,
+        after waiting up to ``pool_grace`` (seconds or ``"500ms"``) for other threads and tasks
+        that still hold one to return it.
         """
         return QueryCapture(
             *engines,
@@ -716,6 +786,8 @@ class PerfQueries:
             name=name,
             include_transactions=include_transactions,
             check_pool=check_pool,
+            pool_grace=pool_grace,
+            library_modules=self.library_modules,
         )
 
     def __repr__(self) -> str:
