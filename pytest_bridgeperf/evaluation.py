@@ -7,7 +7,7 @@ the rows of the reports and the entries ``--perf-update`` would write.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ from .compare import Verdict, judge, verdict_row
 from .metrics import BudgetCheck, Budgets, Metric, check_budgets
 from .units import format_value
 
-__all__ = ["Evaluation", "Failure", "evaluate", "report_row"]
+__all__ = ["Evaluation", "Failure", "evaluate", "failure_message", "report_row"]
 
 FailureKind = Literal["budget", "regression", "strict"]
 
@@ -65,18 +65,8 @@ class Evaluation:
         return all(f.confirmable for f in self.failures)
 
     def message(self) -> str:
-        """The failure message: the most useful line first (what ``-rA`` and the short test
-        summary show), then every failure, then the explanations."""
-        if not self.failures:
-            return ""
-        parts = [f"perf: {self.failures[0].text.removeprefix('✗ ')}"]
-        parts.extend(f"  ({note})" for note in self.notes)
-        if len(self.failures) > 1:
-            parts.extend("  " + failure.text for failure in self.failures)
-        for name, text in self.explain.items():
-            if text:
-                parts.append(f"\n{name}:\n{text}")
-        return "\n".join(parts)
+        """The failure message (see :func:`failure_message`)."""
+        return failure_message(self.failures, self.notes, self.explain)
 
     def payload(self, machine: Mapping[str, Any], worker: bool) -> dict[str, Any]:
         """What travels with the test's report (to the xdist controller too), JSON-able."""
@@ -89,6 +79,23 @@ class Evaluation:
             "tolerance": self.tolerance,
             "notes": list(self.notes),  # what the rounds did, for the summary and reports
         }
+
+
+def failure_message(
+    failures: Sequence[Failure], notes: Sequence[str], explain: Mapping[str, str]
+) -> str:
+    """The failure message: the most useful line first (what ``-rA`` and the short test summary
+    show), the notes on how the verdict was reached, every failure, then the explanations."""
+    if not failures:
+        return ""
+    parts = [f"perf: {failures[0].text.removeprefix('✗ ')}"]
+    parts.extend(f"  ({note})" for note in notes)
+    if len(failures) > 1:
+        parts.extend("  " + failure.text for failure in failures)
+    for name, text in explain.items():
+        if text:
+            parts.append(f"\n{name}:\n{text}")
+    return "\n".join(parts)
 
 
 def evaluate(

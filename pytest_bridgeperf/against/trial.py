@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..compare import Verdict
-from ..evaluation import Failure, report_row
+from ..evaluation import Failure, failure_message, report_row
 from ..intervals import Interval, min_pairs
 from ..metrics import BudgetCheck, Budgets, Metric, check_budgets
 from ..stats import LatencyHistogram, compare_exact, compare_paired, thin_samples
@@ -133,17 +133,8 @@ class TrialResult:
     explain: dict[str, str] = field(default_factory=dict)
 
     def message(self) -> str:
-        """The failure message: the most useful line first, as the committed-baseline mode."""
-        if not self.failures:
-            return ""
-        parts = [f"perf: {self.failures[0].text.removeprefix('✗ ')}"]
-        parts.extend(f"  ({note})" for note in self.notes)
-        if len(self.failures) > 1:
-            parts.extend("  " + failure.text for failure in self.failures)
-        for name, text in self.explain.items():
-            if text:
-                parts.append(f"\n{name}:\n{text}")
-        return "\n".join(parts)
+        """The failure message, laid out as the committed-baseline mode's."""
+        return failure_message(self.failures, self.notes, self.explain)
 
 
 def block_orders(rng: random.Random) -> Iterator[str]:
