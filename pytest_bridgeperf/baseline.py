@@ -17,7 +17,13 @@ Layout (schema 1)::
 
 Written with sorted keys, 2-space indent and a trailing newline, with nothing volatile at the top
 level, so two branches that update different tests merge in git without a conflict. Writes go
-to a temporary file in the same directory that is then ``os.replace``d over the old one. No pytest.
+to a temporary file in the same directory that is then ``os.replace``d over the old one.
+
+Concurrent writers (two ``pytest --perf-update`` runs on one file) go through
+:meth:`Baseline.update`: it holds an exclusive lock on a sidecar file (``.NAME.lock``, removed on
+release), re-reads the baseline under the lock, applies the caller's change to what is there
+*now*, and writes. Without the lock, the later writer replaced the file with its own stale copy
+and the other run's entries were lost (10 of 10 trials with two processes). No pytest.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import json
 import math
 import os
 import platform
+import socket
 import stat
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +47,17 @@ from typing import Any
 from .metrics import STATS, UNITS, Metric
 from .stats import LatencyHistogram
 
+try:  # POSIX; elsewhere (Windows) the lock falls back to an exclusively created file
+    import fcntl
+except ImportError:  # pragma: no cover - exercised through _USE_FLOCK in the tests
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "SCHEMA_VERSION",
     "TOOL",
     "Baseline",
     "BaselineError",
+    "BaselineLock",
     "BaselineMetric",
     "machine_fingerprint",
     "machine_id",
@@ -51,6 +65,19 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 TOOL = "pytest-bridgeperf"
+
+#: How long a writer waits for another one's lock. A writer holds it for a re-read, a merge and a
+#: write: ~10 ms for the example app's 47 KB baseline, well under a second for a 64 MiB one; two
+#: minutes means a lock that is never released (a stopped process), not a slow writer.
+LOCK_TIMEOUT = 120.0
+#: Without flock (the fallback), a lock file this old was left by a writer that crashed.
+STALE_LOCK_AGE = 600.0
+#: A temporary file of an interrupted write (``.NAME.*.tmp``) is removed by the next write once
+#: it is this old and no live writer holds it: a write takes milliseconds, so a minute is a
+#: margin of several orders of magnitude for a writer that does not lock (an older version).
+STALE_TEMP_AGE = 60.0
+#: Whether the lock uses flock(2); tests turn it off to exercise the portable fallback.
+_USE_FLOCK = fcntl is not None
 
 
 class BaselineError(Exception):
@@ -255,6 +282,147 @@ def _kind(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# the writers' lock
+
+
+def lock_path(path: Path) -> Path:
+    """The sidecar lock file of the baseline ``path`` (hidden, and removed on release)."""
+    return path.with_name(f".{path.name}.lock")
+
+
+class BaselineLock:
+    """An exclusive lock on ``path`` between processes, held for one read-modify-write.
+
+    With flock(2) the lock dies with its process, so a ``kill -9`` never leaves it held. The
+    sidecar file is removed on release: a waiter that then acquires the lock on the removed
+    file notices (the path names another file, or none) and retries on the new one. Without
+    flock, the lock is the exclusive creation of the sidecar file; one older than
+    :data:`STALE_LOCK_AGE` was left by a crashed writer and is taken over.
+    """
+
+    def __init__(self, path: Path, timeout: float = LOCK_TIMEOUT) -> None:
+        self.path = path
+        self.lock = lock_path(path)
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def __enter__(self) -> BaselineLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.002
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = self._try_flock() if _USE_FLOCK else self._try_create()
+            if fd is not None:
+                owner = f"{os.getpid()} {socket.gethostname()}\n".encode()
+                os.ftruncate(fd, 0)
+                os.write(fd, owner)
+                self._fd = fd
+                return
+            if time.monotonic() >= deadline:
+                raise BaselineError(
+                    f"{self.path}: not updated: another writer ({self._holder()}) has held "
+                    f"{self.lock.name} for over {self.timeout:g} s; if no such process runs, "
+                    f"delete {self.lock}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _try_flock(self) -> int | None:
+        assert fcntl is not None
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(self.lock)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is None or (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+            os.close(fd)  # the previous holder removed this file on release: lock the new one
+            return self._try_flock()
+        return fd
+
+    def _try_create(self) -> int | None:
+        try:
+            return os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - self.lock.stat().st_mtime > STALE_LOCK_AGE:
+                # rename first: of two waiters that both find it stale, only one takes it
+                stale = self.lock.with_name(f"{self.lock.name}.{os.getpid()}.stale")
+                os.replace(self.lock, stale)
+                os.unlink(stale)
+        return None
+
+    def _holder(self) -> str:
+        try:
+            text = self.lock.read_text(encoding="utf-8", errors="replace").split()
+        except OSError:
+            return "unknown process"
+        return f"process {text[0]} on {text[1]}" if len(text) >= 2 else "unknown process"
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        # removed while still held, so no other writer can hold a lock on a file still named so
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock)
+        os.close(fd)  # closing releases the flock
+
+
+def _temp_files(path: Path) -> Iterator[Path]:
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if entry.name.startswith(f".{path.name}.") and entry.name.endswith(".tmp"):
+                yield Path(entry.path)
+
+
+def remove_stale_temp_files(path: Path, *, now: float | None = None) -> list[Path]:
+    """Remove temporary files of interrupted writes of ``path`` (a ``kill -9`` mid-write).
+
+    Only files older than :data:`STALE_TEMP_AGE` whose writer is gone: a writer holds a flock on
+    its temporary file while it writes, so one that can be locked has no live writer.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    for tmp in _temp_files(path):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if now - os.fstat(fd).st_mtime < STALE_TEMP_AGE:
+                continue
+            if _USE_FLOCK:
+                assert fcntl is not None
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live writer holds it
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+                removed.append(tmp)
+        finally:
+            os.close(fd)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
 # the store
 
 
@@ -398,16 +566,47 @@ class Baseline:
         self._drop_unused_machines()
         return json.dumps(self._doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
+    @classmethod
+    def update(
+        cls,
+        path: Path,
+        apply: Callable[[Baseline], bool],
+        *,
+        timeout: float = LOCK_TIMEOUT,
+    ) -> Baseline:
+        """Change the baseline file ``path`` safely beside other writers.
+
+        Takes the writers' lock (waiting up to ``timeout`` seconds), re-reads the file as it is
+        now, calls ``apply(baseline)`` and, when that returns True (it changed something),
+        writes the result atomically before releasing the lock. Returns the baseline as
+        written (or as read, when nothing changed). Raises :class:`BaselineError` when the
+        file cannot be locked or read, and ``OSError`` when it cannot be written.
+        """
+        with BaselineLock(path, timeout):
+            baseline = cls.load(path)
+            if apply(baseline):
+                baseline.save()
+        return baseline
+
     def save(self) -> None:
-        """Atomically replace the file: a crash mid-write leaves the old file intact."""
+        """Atomically replace the file: a crash mid-write leaves the old file intact.
+
+        Call it under :class:`BaselineLock` (as :meth:`update` does) when another process may
+        write the same file. Temporary files left by interrupted writes are removed here.
+        """
         text = self.dumps()
         directory = self.path.parent
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.path)
         mode = None
         with contextlib.suppress(FileNotFoundError):
             mode = stat.S_IMODE(self.path.stat().st_mode)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
         try:
+            if _USE_FLOCK:
+                assert fcntl is not None
+                # tells remove_stale_temp_files of another writer that this one is alive
+                fcntl.flock(fd, fcntl.LOCK_EX)
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
                 fh.flush()

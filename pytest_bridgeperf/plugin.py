@@ -468,7 +468,7 @@ class PerfSession:
             return
         self._find_missing()
         if self.settings.update or self.settings.prune:
-            self._update_baseline()
+            self.baseline = Baseline.update(self.settings.baseline_path, self._update_baseline)
         strict_missing = self.settings.strict and not self.settings.update and self.missing_tests
         if strict_missing and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -481,7 +481,10 @@ class PerfSession:
                 continue
             self.missing_tests.append((nodeid, sorted(test.get("metrics", {}))))
 
-    def _update_baseline(self) -> None:
+    def _update_baseline(self, baseline: Baseline) -> bool:
+        """Apply this run's entries (and prunes) to ``baseline``: the file as it is on disk now,
+        re-read under the writers' lock (see ``Baseline.update``), so entries that a concurrent
+        run wrote since this session started are kept."""
         env = self.settings.env
         changed = False
         if self.settings.update:
@@ -489,25 +492,24 @@ class PerfSession:
                 if outcome.failed or outcome.payload is None or not outcome.payload["entries"]:
                     continue
                 entries = dict(outcome.payload["entries"])
-                old = self.baseline.tests(env).get(nodeid, {}).get("metrics", {})
+                old = baseline.tests(env).get(nodeid, {}).get("metrics", {})
                 for name in outcome.payload["kept"]:
                     if name in old:
                         entries[name] = old[name]
-                self.baseline.set_test(env, nodeid, entries, outcome.payload["machine"])
+                baseline.set_test(env, nodeid, entries, outcome.payload["machine"])
                 self.written.append(nodeid)
                 changed = True
         if self.settings.prune:
             rootpath = self.config.rootpath
-            for nodeid in list(self.baseline.tests(env)):
+            for nodeid in list(baseline.tests(env)):
                 path = nodeid.split("::", 1)[0]
                 gone_file = not (rootpath / path).exists()
                 if gone_file or (path in self.collected_files and nodeid not in self.collected):
-                    self.baseline.remove_test(env, nodeid)
+                    baseline.remove_test(env, nodeid)
                     self.pruned.append(nodeid)
                     changed = True
             self.missing_tests = []
-        if changed:
-            self.baseline.save()
+        return changed
 
     def _results(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for nodeid, outcome in self.outcomes.items():
