@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import stat
 import tempfile
@@ -61,6 +62,10 @@ __all__ = [
     "BaselineMetric",
     "machine_fingerprint",
     "machine_id",
+    "merge_documents",
+    "read_bounded",
+    "same_measurement",
+    "split_conflict",
 ]
 
 SCHEMA_VERSION = 1
@@ -76,6 +81,11 @@ STALE_LOCK_AGE = 600.0
 #: it is this old and no live writer holds it: a write takes milliseconds, so a minute is a
 #: margin of several orders of magnitude for a writer that does not lock (an older version).
 STALE_TEMP_AGE = 60.0
+#: The largest baseline (or report) file read. The example app's baseline holds 20 tests in 47 KB
+#: (2.4 KB a test; its largest entry, a load test with per-request histograms, is 17 KB): 64 MiB
+#: is ~4,000 such load tests or ~28,000 average ones, far beyond any suite, while a runaway input
+#: (`bridgeperf show /dev/zero`, a log file passed by mistake) is refused before it is read.
+MAX_FILE_SIZE = 64 * 1024 * 1024
 #: Whether the lock uses flock(2); tests turn it off to exercise the portable fallback.
 _USE_FLOCK = fcntl is not None
 
@@ -185,8 +195,25 @@ def metric_entry(metric: Metric) -> dict[str, Any]:
     return entry
 
 
+def _key(name: str) -> str:
+    """One step of a path inside the document: ``.name``, or ``["t.py::x"]`` when the key is
+    not a plain word."""
+    plain = name.replace("_", "a").replace("-", "a")
+    return f".{name}" if plain.isalnum() and name.isascii() else f"[{json.dumps(name)}]"
+
+
+#: What a negative value of each unit would be, for messages.
+_NEGATIVE = {
+    "s": "negative duration",
+    "1/s": "negative rate",
+    "bytes": "negative size",
+    "count": "negative count",
+    "ratio": "negative ratio",
+}
+
+
 class _Checker:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = path
 
     def fail(self, where: str, problem: str) -> BaselineError:
@@ -197,21 +224,26 @@ class _Checker:
             raise self.fail(where, f"expected an object, got {_kind(value)}")
         return value
 
-    def number(self, value: Any, where: str) -> float:
+    def number(self, value: Any, where: str, unit: str | None = None) -> float:
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
             or not math.isfinite(value)
         ):
             raise self.fail(where, f"expected a finite number, got {_kind(value)}")
+        # every unit measures a magnitude (durations, sizes, counts, rates, ratios)
+        if unit is not None and value < 0:
+            raise self.fail(where, f"{_NEGATIVE[unit]} {value!r}")
         return float(value)
 
-    def numbers(self, value: Any, where: str) -> list[float] | None:
+    def numbers(self, value: Any, where: str, unit: str | None = None) -> list[float] | None:
         if value is None:
             return None
         if not isinstance(value, list):
             raise self.fail(where, f"expected a list, got {_kind(value)}")
-        return [self.number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if not value:
+            raise self.fail(where, "an empty list (omit it instead)")
+        return [self.number(v, f"{where}[{i}]", unit) for i, v in enumerate(value)]
 
     def string(self, value: Any, where: str, choices: Iterable[str] | None = None) -> str:
         if not isinstance(value, str):
@@ -226,7 +258,7 @@ class _Checker:
         entry = self.obj(raw, where)
         unit = self.string(entry.get("unit"), f"{where}.unit", UNITS)
         better = self.string(entry.get("better"), f"{where}.better", ("lower", "higher"))
-        value = self.number(entry.get("value"), f"{where}.value")
+        value = self.number(entry.get("value"), f"{where}.value", unit)
         stat_ = self.string(entry.get("stat", "value"), f"{where}.stat", ("value", *STATS))
         noisy = entry.get("noisy", UNITS[unit])
         if not isinstance(noisy, bool):
@@ -235,20 +267,25 @@ class _Checker:
         if role is not None:
             role = self.string(role, f"{where}.role")
         n = entry.get("n", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, int):
             raise self.fail(f"{where}.n", f"expected a whole number, got {_kind(n)}")
+        if n < 1:
+            raise self.fail(f"{where}.n", f"a metric measured {n} times (expected at least 1)")
         hdr = entry.get("hdr")
         if hdr is not None:
             hdr = self.string(hdr, f"{where}.hdr")
+            if unit != "s":
+                raise self.fail(f"{where}.hdr", f"a latency histogram in a metric of unit {unit}")
             try:
-                LatencyHistogram.decode(hdr)
+                if LatencyHistogram.decode(hdr).count < 1:
+                    raise self.fail(f"{where}.hdr", "an empty histogram")
             except ValueError as exc:
                 raise self.fail(f"{where}.hdr", str(exc)) from None
-        samples = self.numbers(entry.get("samples"), f"{where}.samples")
-        rounds = self.numbers(entry.get("rounds"), f"{where}.rounds")
+        samples = self.numbers(entry.get("samples"), f"{where}.samples", unit)
+        rounds = self.numbers(entry.get("rounds"), f"{where}.rounds", unit)
         summary = self.obj(entry.get("summary", {}), f"{where}.summary")
         for key, val in summary.items():
-            self.number(val, f"{where}.summary.{key}")
+            self.number(val, f"{where}.summary{_key(key)}", unit)
         details = self.obj(entry.get("details", {}), f"{where}.details")
         return BaselineMetric(
             name=name,
@@ -423,6 +460,291 @@ def remove_stale_temp_files(path: Path, *, now: float | None = None) -> list[Pat
 
 
 # ---------------------------------------------------------------------------------------------
+# reading files
+
+
+def read_bounded(path: Path, what: str = "baseline file", limit: int | None = None) -> str:
+    """The text of the regular file ``path``, read only when it is at most ``limit`` bytes
+    (default :data:`MAX_FILE_SIZE`).
+
+    A device, pipe or socket (``/dev/zero``, ``<(cmd)``) is refused before reading: it has no
+    size to check and may never end. Raises :class:`FileNotFoundError` for a missing file and
+    :class:`BaselineError` (naming the file and the problem) for anything else.
+    """
+    limit = MAX_FILE_SIZE if limit is None else limit
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise BaselineError(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise BaselineError(f"{path}: is a directory, not a {what}")
+        raise BaselineError(
+            f"{path}: not a regular file (a device, pipe or socket); a {what} must be a file"
+        )
+    with os.fdopen(fd, "rb") as fh:
+        too_big = BaselineError(
+            f"{path}: larger than {_size(limit)}, the limit for a {what}; "
+            "is this the right file?"
+        )
+        if info.st_size > limit:
+            raise too_big
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise BaselineError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if len(data) > limit:  # it grew while being read
+        raise too_big
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{path}: cannot be read: not UTF-8 text ({exc.reason})") from None
+
+
+def _size(limit: int) -> str:
+    mib = 1024 * 1024
+    return f"{limit // mib} MiB" if limit % mib == 0 else f"{limit} bytes"
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def parse_json(text: str, source: str) -> Any:
+    """Parse JSON, refusing duplicate keys (``json`` would keep the last one silently: a hand
+    merge that kept both sides of a test would lose one without a word)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as dup:
+        needle = json.dumps(dup.key, ensure_ascii=False)
+        lines = [
+            number
+            for number, line in enumerate(text.splitlines(), 1)
+            if line.lstrip().startswith(needle + ":")
+        ]
+        where = f" (lines {', '.join(map(str, lines[:2]))})" if len(lines) >= 2 else ""
+        raise BaselineError(
+            f"{source}: duplicate key {needle} in one object{where}; keep one of them"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise BaselineError(
+            f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "fix or delete the file (it was left untouched)"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# git merge conflicts
+
+_OURS, _BASE, _THEIRS, _END = "<<<<<<<", "|||||||", "=======", ">>>>>>>"
+
+
+@dataclass
+class ConflictSides:
+    """The versions of a file that git left with conflict markers."""
+
+    ours: str
+    theirs: str
+    base: str | None  # the common ancestor's text, when every hunk has one (diff3/zdiff3 style)
+    first_line: int  # where the first conflict starts, for messages
+    hunks: int
+
+
+def conflict_line(text: str) -> int | None:
+    """The line number of the first git conflict marker in ``text``, or None."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith(_OURS + " ") or line == _OURS:
+            return number
+    return None
+
+
+def split_conflict(text: str, source: str) -> ConflictSides:
+    """Split a file with git conflict markers into the ours / theirs (/ base) texts."""
+    ours: list[str] = []
+    theirs: list[str] = []
+    base: list[str] = []
+    complete_base = True
+    seen_base = False
+    state = "common"
+    first = 0
+    hunks = 0
+    start = 0
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        bare = line.rstrip("\r\n")
+        marker = bare[:7] if bare[:7] in (_OURS, _BASE, _THEIRS, _END) else None
+        if marker is not None and len(bare) > 7 and bare[7] != " ":
+            marker = None  # e.g. "========" is content, not a marker
+        if state == "common" and marker == _OURS:
+            state, start, hunks = "ours", number, hunks + 1
+            first = first or number
+            seen_base = False
+            continue
+        if state == "ours" and marker == _BASE:
+            state, seen_base = "base", True
+            continue
+        if state in ("ours", "base") and marker == _THEIRS:
+            complete_base = complete_base and seen_base
+            state = "theirs"
+            continue
+        if state == "theirs" and marker == _END:
+            state = "common"
+            continue
+        if (marker is not None and state != "common") or (state == "common" and marker == _END):
+            raise BaselineError(
+                f"{source}: line {number}: unexpected {bare!r} in a git conflict; the conflict "
+                "markers are damaged: resolve by hand or check out one side"
+            )
+        if state in ("common", "ours"):
+            ours.append(line)
+        if state in ("common", "theirs"):
+            theirs.append(line)
+        if state in ("common", "base"):
+            base.append(line)
+    if state != "common":
+        raise BaselineError(
+            f"{source}: the git conflict starting on line {start} has no closing {_END} "
+            "marker: resolve by hand or check out one side"
+        )
+    return ConflictSides(
+        ours="".join(ours),
+        theirs="".join(theirs),
+        base="".join(base) if complete_base else None,
+        first_line=first,
+        hunks=hunks,
+    )
+
+
+def conflict_help(path: Path | str, line: int) -> str:
+    return (
+        f"{path}: unresolved git merge conflict (conflict markers from line {line}): two "
+        f"branches both updated the baseline. Resolve it per test entry with "
+        f"`bridgeperf merge --resolve {path}`, then `git add` it; to have git do this on every "
+        "merge, set up the merge driver (README, Baselines: merge driver)"
+    )
+
+
+@dataclass
+class MergeDecision:
+    """A test that both sides changed differently, and which side the merge took."""
+
+    env: str
+    nodeid: str
+    side: str  # "ours" or "theirs"
+    why: str
+
+
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
+
+
+def _valid_stamp(value: Any) -> bool:
+    return isinstance(value, str) and _STAMP.fullmatch(value) is not None
+
+
+def now_stamp(now: float | None = None) -> str:
+    """The ``updated`` time of a test entry: UTC, milliseconds, sorts as text."""
+    now = time.time() if now is None else now
+    millis = int(now * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{millis:03d}Z"
+
+
+def same_measurement(a: Any, b: Any) -> bool:
+    """Whether two test entries hold the same measurement (their ``updated`` times aside)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: v for k, v in a.items() if k != "updated"} == {
+            k: v for k, v in b.items() if k != "updated"
+        }
+    return bool(a == b)
+
+
+def _stamp(entry: Any) -> str:
+    value = entry.get("updated") if isinstance(entry, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def merge_documents(
+    ours: Mapping[str, Any],
+    theirs: Mapping[str, Any],
+    base: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], list[MergeDecision]]:
+    """Three-way merge of validated baseline documents, per test entry.
+
+    A test changed (or added, or pruned) on one side only takes that side. A test changed on
+    both sides, differently, takes the newer measurement (each entry's ``updated`` time), and
+    ours on a tie or without times; a test pruned on one side and updated on the other is kept.
+    Without ``base`` (a two-way conflict) a test present on one side only is kept.
+    """
+    result: dict[str, Any] = {"environments": {}, "schema": SCHEMA_VERSION, "tool": TOOL}
+    decisions: list[MergeDecision] = []
+    missing = object()
+    sides = {"ours": ours, "theirs": theirs}
+    env_names = set(ours["environments"]) | set(theirs["environments"])
+    if base is not None:
+        env_names |= set(base["environments"])
+
+    def tests_of(doc: Mapping[str, Any] | None, env: str) -> dict[str, Any]:
+        if doc is None:
+            return {}
+        found: dict[str, Any] = doc["environments"].get(env, {}).get("tests", {})
+        return found
+
+    for env in sorted(env_names):
+        o_tests, t_tests = tests_of(ours, env), tests_of(theirs, env)
+        b_tests = tests_of(base, env)
+        merged_tests: dict[str, Any] = {}
+        machines: dict[str, Any] = {}
+        for nodeid in sorted(set(o_tests) | set(t_tests) | set(b_tests)):
+            o = o_tests.get(nodeid, missing)
+            t = t_tests.get(nodeid, missing)
+            b = b_tests.get(nodeid, missing) if base is not None else None
+            side: str | None
+            if same_measurement(o, t):
+                side = "ours"
+            elif base is not None and same_measurement(o, b):
+                side = "theirs"
+            elif base is not None and same_measurement(t, b):
+                side = "ours"
+            elif o is missing or t is missing:
+                side = "theirs" if o is missing else "ours"  # pruned on one side, kept
+            else:
+                newer_theirs = _stamp(t) > _stamp(o)
+                side = "theirs" if newer_theirs else "ours"
+                if _stamp(o) or _stamp(t):
+                    why = "the newer measurement" if _stamp(o) != _stamp(t) else "same time: ours"
+                else:
+                    why = "no measurement times: ours"
+                decisions.append(MergeDecision(env, nodeid, side, why))
+            entry = o if side == "ours" else t
+            if entry is missing:
+                continue
+            merged_tests[nodeid] = copy.deepcopy(entry)
+            mid = entry.get("machine")
+            source_machines = sides[side]["environments"].get(env, {}).get("machines", {})
+            if mid is not None and mid in source_machines:
+                machines[mid] = copy.deepcopy(source_machines[mid])
+        if merged_tests:
+            result["environments"][env] = {"machines": machines, "tests": merged_tests}
+    return result, decisions
+
+
+# ---------------------------------------------------------------------------------------------
 # the store
 
 
@@ -445,30 +767,27 @@ class Baseline:
     def load(cls, path: Path) -> Baseline:
         """Read and fully validate ``path``; a missing file is an empty baseline."""
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_bounded(path)
         except FileNotFoundError:
             return cls(path)
-        except IsADirectoryError:
-            raise BaselineError(f"{path}: is a directory, not a baseline file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BaselineError(f"{path}: cannot be read: {exc}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BaselineError(
-                f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                "fix or delete the file (it was left untouched)"
-            ) from None
-        baseline = cls(path, cls._validate(path, document))
-        return baseline
+        line = conflict_line(text)
+        if line is not None:
+            raise BaselineError(conflict_help(path, line))
+        return cls(path, cls.validate(path, parse_json(text, str(path))))
 
     @staticmethod
-    def _validate(path: Path, document: Any) -> dict[str, Any]:
+    def validate(path: Path | str, document: Any) -> dict[str, Any]:
+        """Check a parsed baseline document; errors name ``path`` and the place inside it."""
         check = _Checker(path)
         if not isinstance(document, dict) or document.get("tool") != TOOL:
             raise BaselineError(
                 f'{path}: not a pytest-bridgeperf baseline (no "tool": "{TOOL}" at the top '
                 "level); point --perf-baseline at another file or delete this one"
+            )
+        if "environments" not in document and "tests" in document:
+            raise BaselineError(
+                f"{path}: this is a --perf-report file (written by pytest --perf-report), not a "
+                "baseline; a baseline is written by pytest --perf --perf-update"
             )
         schema = document.get("schema")
         if isinstance(schema, bool) or not isinstance(schema, int):
@@ -482,21 +801,27 @@ class Baseline:
             raise check.fail("schema", f"unknown schema {schema}")
         envs = check.obj(document.get("environments"), "environments")
         for env_name, env in envs.items():
-            where = f"environments[{env_name!r}]"
+            where = f"environments{_key(env_name)}"
             env = check.obj(env, where)
             machines = check.obj(env.get("machines", {}), f"{where}.machines")
             for mid, fp in machines.items():
-                check.obj(fp, f"{where}.machines[{mid!r}]")
+                check.obj(fp, f"{where}.machines{_key(mid)}")
             tests = check.obj(env.get("tests", {}), f"{where}.tests")
             for nodeid, test in tests.items():
-                twhere = f"{where}.tests[{nodeid!r}]"
+                twhere = f"{where}.tests{_key(nodeid)}"
                 test = check.obj(test, twhere)
                 machine = test.get("machine")
                 if machine is not None:
                     check.string(machine, f"{twhere}.machine")
+                updated = test.get("updated")
+                if updated is not None and not _valid_stamp(updated):
+                    raise check.fail(
+                        f"{twhere}.updated",
+                        f"expected a time like 2025-01-31T12:00:00.000Z, got {_kind(updated)}",
+                    )
                 metrics = check.obj(test.get("metrics"), f"{twhere}.metrics")
                 for name, raw in metrics.items():
-                    check.metric(name, raw, f"{twhere}.metrics[{name!r}]")
+                    check.metric(name, raw, f"{twhere}.metrics{_key(name)}")
         return document
 
     # reading -------------------------------------------------------------------------------
@@ -545,10 +870,12 @@ class Baseline:
         tests = environment.setdefault("tests", {})
         mid = machine_id(fingerprint)
         machines[mid] = dict(fingerprint)
-        tests[nodeid] = {
-            "machine": mid,
-            "metrics": {k: copy.deepcopy(v) for k, v in entries.items()},
-        }
+        metrics = {k: copy.deepcopy(v) for k, v in entries.items()}
+        old = tests.get(nodeid)
+        if isinstance(old, dict) and old.get("machine") == mid and old.get("metrics") == metrics:
+            return  # the same measurement: keep the entry, and its time, byte for byte
+        # when it was measured: the merge driver takes the newer of two updates of one test
+        tests[nodeid] = {"machine": mid, "metrics": metrics, "updated": now_stamp()}
         self._parsed.pop((env, nodeid), None)
 
     def remove_test(self, env: str, nodeid: str) -> None:

@@ -418,12 +418,12 @@ BAD_BASELINES = [
     (
         "metric value",
         lambda d: _deep_set(d, ["latency", "value"], "10ms"),
-        ".metrics['latency'].value: expected a finite number, got the string '10ms'",
+        ".metrics.latency.value: expected a finite number, got the string '10ms'",
     ),
     (
         "hdr",
         lambda d: _deep_set(d, ["latency", "hdr"], "HISTnonsense"),
-        ".metrics['latency'].hdr: not an HdrHistogram",
+        ".metrics.latency.hdr: not an HdrHistogram",
     ),
     ("unit", lambda d: _deep_set(d, ["queries", "unit"], "rows"), "unit: expected one of"),
 ]
