@@ -491,8 +491,7 @@ def read_bounded(path: Path, what: str = "baseline file", limit: int | None = No
         )
     with os.fdopen(fd, "rb") as fh:
         too_big = BaselineError(
-            f"{path}: larger than {_size(limit)}, the limit for a {what}; "
-            "is this the right file?"
+            f"{path}: larger than {_size(limit)}, the limit for a {what}; is this the right file?"
         )
         if info.st_size > limit:
             raise too_big
