@@ -20,11 +20,15 @@ def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
-@pytest.fixture(autouse=True)
-def _inner_runs_in_file_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pytest-randomly is installed for the neighbour tests; pyproject turns it off for this
-    suite, but not for the inner pytest runs (pytester, subprocesses), which it shuffled: tests
-    expecting failures in file order failed in some orders (-x stopping at another test, the
-    failure sections of two tests swapped). A test that wants it passes ``-p randomly``."""
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester, with inner pytest runs (in process and in subprocesses) in file order.
+
+    pytest-randomly is installed for the neighbour tests; pyproject turns it off for this suite
+    but not for the inner runs, which it shuffled: tests that expect failures in file order
+    failed in some orders (-x stopping at another test, two failure sections swapped). pytester
+    clears PYTEST_ADDOPTS when it is set up, hence this override. A test that wants the plugin
+    passes ``-p randomly``."""
     addopts = os.environ.get("PYTEST_ADDOPTS", "")
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} -p no:randomly".strip())
+    return pytester
