@@ -195,6 +195,8 @@ class Recorder:
                     f"got {type(rounds).__name__}"
                 )
             round_values = [_checked(name, unit, r, i, "round") for i, r in enumerate(rounds)]
+            if not round_values:
+                raise ValueError(f"metric {name!r}: rounds is empty; leave it out instead")
         has_distribution = histogram is not None or samples is not None
         chosen = (stat or "p50") if has_distribution else "value"
         metric = Metric(

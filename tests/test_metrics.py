@@ -204,6 +204,8 @@ def test_rounds_are_checked_like_samples() -> None:
         Recorder().record("m", [0.1, 0.2], rounds=[0.1, -0.1])
     with pytest.raises(TypeError, match=re.escape("metric 'm': round 0 is '0.1' (str)")):
         Recorder().record("m", [0.1, 0.2], rounds=["0.1"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="metric 'm': rounds is empty"):
+        Recorder().record("m", [0.1, 0.2], rounds=[])
     with pytest.raises(TypeError, match="rounds must be a sequence of numbers, got float"):
         Recorder().record("m", [0.1, 0.2], rounds=0.1)  # type: ignore[arg-type]
 
