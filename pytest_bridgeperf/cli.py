@@ -120,12 +120,10 @@ def _resolve_text(text: str, source: str) -> tuple[dict[str, Any], list[MergeDec
     """The validated document of a baseline text with git conflict markers, resolved per test
     entry; with the decisions taken for tests changed on both sides and the number of hunks."""
     sides = split_conflict(text, source)
-    ours = Baseline.validate(
-        f"{source} (ours: the <<<<<<< side of the conflict)", parse_json(sides.ours, source)
-    )
-    theirs = Baseline.validate(
-        f"{source} (theirs: the >>>>>>> side of the conflict)", parse_json(sides.theirs, source)
-    )
+    ours_label = f"{source} (ours: the <<<<<<< side of the conflict)"
+    theirs_label = f"{source} (theirs: the >>>>>>> side of the conflict)"
+    ours = Baseline.validate(ours_label, parse_json(sides.ours, ours_label))
+    theirs = Baseline.validate(theirs_label, parse_json(sides.theirs, theirs_label))
     base: dict[str, Any] | None = None
     if sides.base is not None:
         try:

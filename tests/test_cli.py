@@ -497,3 +497,26 @@ def test_every_value_option_is_known_to_the_dash_rule() -> None:
     assert {"--tolerance", "--min-delta", "--alpha", "--env", "-k", "--json", "--base"} <= options
     assert {"--resolve", "--rootdir", "--color"} <= options
     assert "--strict" not in options
+
+
+def test_resolve_names_the_side_that_is_not_a_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _baseline(tmp_path / "good.json", {"t.py::a": 1}).read_text()
+    path = tmp_path / "perf-baseline.json"
+    path.write_text(f"<<<<<<< HEAD\n{good}=======\n{{broken\n>>>>>>> feature\n")
+    before = path.read_text()
+    err = _one_line_error(capsys, ["merge", "--resolve", str(path)])
+    assert f"{path} (theirs: the >>>>>>> side of the conflict): not valid JSON" in err
+    assert path.read_text() == before
+    path.write_text(f"<<<<<<< HEAD\n{good}=======\n{good}")
+    err = _one_line_error(capsys, ["merge", "--resolve", str(path)])
+    assert "has no closing >>>>>>> marker" in err
+    path.write_text(good)
+    code, out, _ = run(capsys, "merge", "--resolve", str(path))
+    assert code == 0
+    assert "no git conflict markers, nothing to resolve" in out
+    err = _one_line_error(capsys, ["merge", "--resolve", str(path), str(path)])
+    assert "merge --resolve FILE takes no other files" in err
+    err = _one_line_error(capsys, ["merge", str(path)])
+    assert "merge needs OUT and at least one IN" in err
