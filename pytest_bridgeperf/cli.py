@@ -3,7 +3,11 @@
 * ``bridgeperf compare BASELINE REPORT`` — verdicts of a saved ``--perf-report`` against a
   baseline, without running the tests; exit 1 on a regression.
 * ``bridgeperf show BASELINE`` — what a baseline holds, as a table.
-* ``bridgeperf merge OUT IN...`` — combine baselines updated by several CI jobs.
+* ``bridgeperf merge OUT IN...`` — combine baselines updated by several CI jobs; inputs may
+  hold git conflict markers. ``bridgeperf merge --resolve FILE`` resolves a conflicted baseline
+  in place, per test entry.
+* ``bridgeperf merge-driver %O %A %B`` — git's merge driver for baselines (``.gitattributes``:
+  ``perf-baseline.json merge=bridgeperf``).
 * ``bridgeperf prune BASELINE`` — drop entries of deleted test files (or selected by ``-k``).
 
 Exit status: 0 fine, 1 a regression (``compare``), 2 bad input or usage — always with a
@@ -13,23 +17,37 @@ one-line message naming the file and the problem, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
-import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, NoReturn, TextIO
 
 from . import __version__
-from .baseline import SCHEMA_VERSION, TOOL, Baseline, BaselineError
+from .baseline import (
+    SCHEMA_VERSION,
+    TOOL,
+    Baseline,
+    BaselineError,
+    BaselineLock,
+    MergeDecision,
+    conflict_line,
+    merge_documents,
+    parse_json,
+    read_bounded,
+    same_measurement,
+    split_conflict,
+)
 from .report.document import (
     ReportError,
     dumps_json,
-    load_report,
     metric_label,
     ordered_tests,
     status_of,
+    validate_report,
     write_text,
 )
 from .report.selection import SelectionError, keyword_matcher
@@ -88,15 +106,56 @@ def _load_baseline(path: Path, *, must_exist: bool = True) -> Baseline:
         raise CommandError(str(exc)) from None
 
 
-def _raw_document(baseline: Baseline) -> dict[str, Any]:
-    """The validated JSON document of a loaded baseline file."""
-    if not baseline.exists:
-        return {"environments": {}, "schema": SCHEMA_VERSION, "tool": TOOL}
+def _load_report(path: Path) -> dict[str, Any]:
     try:
-        document: dict[str, Any] = json.loads(baseline.path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"{baseline.path}: cannot be read: {exc}") from None
+        text = read_bounded(path, "report file")
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except BaselineError as exc:
+        raise CommandError(str(exc)) from None
+    return validate_report(parse_json(text, str(path)), str(path))
+
+
+def _resolve_text(text: str, source: str) -> tuple[dict[str, Any], list[MergeDecision], int]:
+    """The validated document of a baseline text with git conflict markers, resolved per test
+    entry; with the decisions taken for tests changed on both sides and the number of hunks."""
+    sides = split_conflict(text, source)
+    ours_label = f"{source} (ours: the <<<<<<< side of the conflict)"
+    theirs_label = f"{source} (theirs: the >>>>>>> side of the conflict)"
+    ours = Baseline.validate(ours_label, parse_json(sides.ours, ours_label))
+    theirs = Baseline.validate(theirs_label, parse_json(sides.theirs, theirs_label))
+    base: dict[str, Any] | None = None
+    if sides.base is not None:
+        try:
+            base = Baseline.validate(source, parse_json(sides.base, source))
+        except BaselineError:
+            base = None  # the ancestor's side is only a hint: merge two-way without it
+    document, decisions = merge_documents(ours, theirs, base)
+    return document, decisions, sides.hunks
+
+
+def _input_document(path: Path, out: _Out) -> dict[str, Any]:
+    """A validated baseline document to merge: a missing file is an error, a file with git
+    conflict markers is resolved first."""
+    try:
+        text = read_bounded(path)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    if conflict_line(text) is None:
+        return Baseline.validate(path, parse_json(text, str(path)))
+    document, decisions, hunks = _resolve_text(text, str(path))
+    out.line(f"bridgeperf merge: {path}: resolved {hunks} git conflict(s) per test entry")
+    _print_decisions(out, decisions)
     return document
+
+
+def _print_decisions(out: _Out, decisions: Sequence[MergeDecision], prefix: str = "merge") -> None:
+    for d in decisions:
+        out.line(
+            f"bridgeperf {prefix}: [{d.env}] {d.nodeid}: changed on both sides, took {d.side} "
+            f"({d.why}); rerun it with --perf-update to measure the merged code",
+            yellow=True,
+        )
 
 
 def _percent(text: str) -> float:
@@ -156,10 +215,7 @@ def cmd_compare(args: argparse.Namespace, out: _Out) -> int:
     from .report.offline import OfflineOptions, failed, recompare
 
     baseline = _load_baseline(args.baseline)
-    try:
-        report = load_report(args.report)
-    except ReportError as exc:
-        raise CommandError(str(exc)) from None
+    report = _load_report(args.report)
     options = OfflineOptions(
         env=args.env,
         tolerance=args.tolerance,
@@ -246,10 +302,16 @@ def cmd_show(args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_merge(args: argparse.Namespace, out: _Out) -> int:
+    if args.resolve is not None:
+        if args.out is not None or args.base is not None:
+            raise CommandError("merge --resolve FILE takes no other files (it rewrites FILE)")
+        return _resolve_in_place(args.resolve, out)
+    if args.out is None or not args.inputs:
+        raise CommandError("merge needs OUT and at least one IN (or --resolve FILE)")
     base_doc: dict[str, Any] | None = None
     if args.base is not None:
-        base_doc = _raw_document(_load_baseline(args.base))
-    inputs = [(path, _raw_document(_load_baseline(path))) for path in args.inputs]
+        base_doc = _input_document(args.base, out)
+    inputs = [(path, _input_document(path, out)) for path in args.inputs]
     result: dict[str, Any] = (
         copy.deepcopy(base_doc)
         if base_doc is not None
@@ -274,10 +336,10 @@ def cmd_merge(args: argparse.Namespace, out: _Out) -> int:
             tests = target.setdefault("tests", {})
             source_machines = environment.get("machines", {})
             for nodeid, entry in sorted(environment.get("tests", {}).items()):
-                if base_doc is not None and base_tests(env).get(nodeid) == entry:
+                if base_doc is not None and same_measurement(base_tests(env).get(nodeid), entry):
                     continue  # untouched by this job: keep whatever another job wrote
                 key = (env, nodeid)
-                if key in changed_by and tests.get(nodeid) != entry:
+                if key in changed_by and not same_measurement(tests.get(nodeid), entry):
                     conflicts.append(f"{env}: {nodeid} ({changed_by[key]} and {path})")
                 tests[nodeid] = copy.deepcopy(entry)
                 mid = entry.get("machine")
@@ -292,11 +354,7 @@ def cmd_merge(args: argparse.Namespace, out: _Out) -> int:
                     pruned = nodeid not in output_tests and (env, nodeid) not in changed_by
                     if pruned and tests.pop(nodeid, None) is not None:
                         removed += 1
-    merged = Baseline(args.out, result)
-    try:
-        merged.save()
-    except OSError as exc:
-        raise CommandError(f"{args.out}: cannot be written: {exc}") from None
+    _save(Baseline(args.out, result))
     # the written file must load like any baseline: a merge never produces an unusable one
     _load_baseline(args.out)
     summary = ", ".join(f"{taken.get(path, 0)} from {path}" for path, _ in inputs)
@@ -306,6 +364,76 @@ def cmd_merge(args: argparse.Namespace, out: _Out) -> int:
             f"bridgeperf merge: warning: changed by two inputs, the later won: {conflict}",
             yellow=True,
         )
+    return EXIT_OK
+
+
+def _save(baseline: Baseline) -> None:
+    """Write ``baseline`` under the writers' lock (a --perf-update may be writing it too)."""
+    try:
+        with BaselineLock(baseline.path):
+            baseline.save()
+    except OSError as exc:
+        raise CommandError(f"{baseline.path}: cannot be written: {exc.strerror or exc}") from None
+
+
+def _resolve_in_place(path: Path, out: _Out) -> int:
+    try:
+        text = read_bounded(path)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    if conflict_line(text) is None:
+        Baseline.validate(path, parse_json(text, str(path)))
+        out.line(f"bridgeperf merge: {path}: no git conflict markers, nothing to resolve")
+        return EXIT_OK
+    document, decisions, hunks = _resolve_text(text, str(path))
+    _save(Baseline(path, document))
+    _load_baseline(path)  # the written file loads like any baseline
+    tests = sum(len(e.get("tests", {})) for e in document["environments"].values())
+    out.line(
+        f"bridgeperf merge: {path}: resolved {hunks} git conflict(s) per test entry; "
+        f"{tests} test(s), {len(decisions)} changed on both sides; now `git add {path}`"
+    )
+    _print_decisions(out, decisions)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# merge-driver
+
+
+def _driver_document(path: Path, what: str) -> dict[str, Any]:
+    """One of git's three versions of the baseline, validated."""
+    try:
+        text = read_bounded(path)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file ({what})") from None
+    if conflict_line(text) is not None:
+        # a virtual ancestor of a criss-cross merge can itself hold conflict markers
+        return _resolve_text(text, f"{path} ({what})")[0]
+    return Baseline.validate(f"{path} ({what})", parse_json(text, f"{path} ({what})"))
+
+
+def cmd_merge_driver(args: argparse.Namespace, out: _Out) -> int:
+    """git's merge driver: merge OTHER into CURRENT (written in place) with ANCESTOR as base."""
+    name = args.pathname or "baseline"
+    try:
+        ours = _driver_document(args.current, "ours")
+        theirs = _driver_document(args.other, "theirs")
+        base: dict[str, Any] | None = None
+        # empty (no common version) or unusable: a two-way merge still keeps every test
+        with contextlib.suppress(CommandError, BaselineError):
+            base = _driver_document(args.ancestor, "ancestor")
+        document, decisions = merge_documents(ours, theirs, base)
+        Baseline(args.current, document).save()
+    except (CommandError, BaselineError, OSError) as exc:
+        # leave git an ordinary conflict to resolve by hand, with the reason why
+        labels = ["-L", "ours", "-L", "base", "-L", "theirs"]
+        files = [str(args.current), str(args.ancestor), str(args.other)]
+        with contextlib.suppress(OSError):
+            subprocess.run(["git", "merge-file", *labels, *files], check=False, capture_output=True)
+        print(f"bridgeperf merge-driver: {name}: not merged: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    _print_decisions(out, decisions, prefix=f"merge-driver: {name}")
     return EXIT_OK
 
 
@@ -331,13 +459,19 @@ def cmd_prune(args: argparse.Namespace, out: _Out) -> int:
                 dropped.append((env, nodeid, f"{path} not found under {rootdir}"))
     for env, nodeid, why in dropped:
         out.line(f"{'would drop' if args.dry_run else 'dropped'} [{env}] {nodeid}: {why}")
-        if not args.dry_run:
-            baseline.remove_test(env, nodeid)
     if dropped and not args.dry_run:
+
+        def drop(current: Baseline) -> bool:
+            for env, nodeid, _ in dropped:
+                current.remove_test(env, nodeid)
+            return True
+
         try:
-            baseline.save()
+            Baseline.update(args.baseline, drop)
         except OSError as exc:
-            raise CommandError(f"{args.baseline}: cannot be written: {exc}") from None
+            raise CommandError(
+                f"{args.baseline}: cannot be written: {exc.strerror or exc}"
+            ) from None
     out.line(
         f"bridgeperf prune: {len(dropped)} entr{'y' if len(dropped) == 1 else 'ies'} "
         f"{'would be ' if args.dry_run else ''}dropped from {args.baseline}"
@@ -349,14 +483,71 @@ def cmd_prune(args: argparse.Namespace, out: _Out) -> int:
 # the parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit 2 (argparse prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings of ``parser`` and its commands that take a value."""
+    found: set[str] = set()
+    for action in parser._actions:  # argparse has no public listing of its actions
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _value_options(sub)
+        elif action.option_strings and action.nargs is None:
+            found.update(action.option_strings)
+    return found
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+        found.update(action.option_strings)
+    return found
+
+
+def _attach_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--tolerance -5%`` as ``--tolerance=-5%``: argparse takes a value that starts with "-"
+    for an option (unless it is a plain negative number) and reports a missing argument."""
+    takes_value, known = _value_options(parser), _options(parser)
+    result: list[str] = []
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        nxt = args[index + 1] if index + 1 < len(args) else None
+        if (
+            arg in takes_value
+            and nxt is not None
+            and nxt.startswith("-")
+            and nxt != "--"
+            and nxt.split("=", 1)[0] not in known
+        ):
+            result.append(f"{arg}={nxt}" if arg.startswith("--") else f"{arg}{nxt}")
+            index += 2
+            continue
+        if arg == "--":
+            result.extend(args[index:])
+            break
+        result.append(arg)
+        index += 1
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bridgeperf",
         description="Work with pytest-bridgeperf baselines and reports outside a test run.",
         epilog="Exit status: 0 fine, 1 a regression (compare), 2 bad input or usage.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--color",
         choices=("auto", "yes", "no"),
@@ -426,14 +617,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Merge baseline files into OUT. With --base (the baseline every job started "
         "from), each input contributes only the entries it changed, added or pruned, so jobs "
         "that each updated their own tests combine without undoing each other. Without --base, "
-        "entries are united and a later input wins. OUT may be one of the inputs.",
+        "entries are united and a later input wins. OUT may be one of the inputs. An input with "
+        "git conflict markers is resolved per test entry first; `merge --resolve FILE` does "
+        "only that, in place: a test changed on one side takes that side, a test changed on "
+        "both takes the newer measurement (ours on a tie).",
     )
-    merge.add_argument("out", type=Path, metavar="OUT", help="baseline file to write")
-    merge.add_argument("inputs", type=Path, nargs="+", metavar="IN", help="baseline files")
+    merge.add_argument("out", type=Path, nargs="?", metavar="OUT", help="baseline file to write")
+    merge.add_argument("inputs", type=Path, nargs="*", metavar="IN", help="baseline files")
     merge.add_argument(
         "--base", type=Path, metavar="BASELINE", help="the baseline the jobs started from"
     )
+    merge.add_argument(
+        "--resolve",
+        type=Path,
+        metavar="FILE",
+        help="resolve the git conflict markers in FILE per test entry, in place",
+    )
     merge.set_defaults(handler=cmd_merge)
+
+    driver = commands.add_parser(
+        "merge-driver",
+        parents=[common],
+        help="git merge driver for baselines (see the README)",
+        description="Called by git as `bridgeperf merge-driver %%O %%A %%B [%%P]` once set up: "
+        "`.gitattributes`: `perf-baseline.json merge=bridgeperf`; `git config "
+        "merge.bridgeperf.driver 'bridgeperf merge-driver %%O %%A %%B %%P'`. Merges per test "
+        "entry into CURRENT: a test changed on one side takes that side, a test changed on both "
+        "takes the newer measurement (ours on a tie). Exit 0 when merged; otherwise git keeps a "
+        "conflict, with the reason on stderr.",
+    )
+    driver.add_argument("ancestor", type=Path, metavar="ANCESTOR", help="%%O: the common version")
+    driver.add_argument("current", type=Path, metavar="CURRENT", help="%%A: ours; gets the result")
+    driver.add_argument("other", type=Path, metavar="OTHER", help="%%B: theirs")
+    driver.add_argument("pathname", nargs="?", metavar="PATH", help="%%P: the file's name")
+    driver.set_defaults(handler=cmd_merge_driver)
 
     prune = commands.add_parser(
         "prune",
@@ -459,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_values(parser, sys.argv[1:] if argv is None else argv))
     out = _Out(sys.stdout, args.color)
     handler: Callable[[argparse.Namespace, _Out], int] = args.handler
     try:

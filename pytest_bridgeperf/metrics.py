@@ -7,6 +7,8 @@ test body ran.
 from __future__ import annotations
 
 import math
+import numbers
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
@@ -279,19 +281,21 @@ class Recorder:
             histogram = value_or_samples
             if histogram.count == 0:
                 raise ValueError(f"metric {name!r}: the histogram holds no samples")
-        elif isinstance(value_or_samples, (int, float)) and not isinstance(value_or_samples, bool):
-            single = float(value_or_samples)
-            _check_finite(name, single)
+        elif _is_number(value_or_samples):
+            single = _checked(name, unit, value_or_samples)
         elif isinstance(value_or_samples, Iterable) and not isinstance(
             value_or_samples, (str, bytes)
         ):
-            raw = [float(v) for v in value_or_samples]
+            raw = [_checked(name, unit, v, i) for i, v in enumerate(value_or_samples)]
             if not raw:
                 raise ValueError(f"metric {name!r}: no samples given")
-            for sample in raw:
-                _check_finite(name, sample)
             if unit == "s":
-                histogram = LatencyHistogram.from_samples(raw)
+                try:
+                    histogram = LatencyHistogram.from_samples(raw)
+                except ValueError as exc:  # beyond the histogram's range: never clamped
+                    raise ValueError(
+                        f"metric {name!r}: {exc}; record such a duration as one number"
+                    ) from None
             else:
                 samples = thin_samples(raw)
         else:
@@ -301,9 +305,14 @@ class Recorder:
             )
         round_values: list[float] | None = None
         if rounds is not None:
-            round_values = [float(r) for r in rounds]
-            for value in round_values:
-                _check_finite(name, value)
+            if isinstance(rounds, (str, bytes)) or not isinstance(rounds, Iterable):
+                raise TypeError(
+                    f"metric {name!r}: rounds must be a sequence of numbers, "
+                    f"got {type(rounds).__name__}"
+                )
+            round_values = [_checked(name, unit, r, i, "round") for i, r in enumerate(rounds)]
+            if not round_values:
+                raise ValueError(f"metric {name!r}: rounds is empty; leave it out instead")
         has_distribution = histogram is not None or samples is not None
         chosen = (stat or "p50") if has_distribution else "value"
         metric = Metric(
@@ -460,6 +469,46 @@ class _Series:
 def _check_finite(name: str, value: float) -> None:
     if not math.isfinite(value):
         raise ValueError(f"metric {name!r}: value {value!r} is not a finite number")
+
+
+def _is_number(value: object) -> bool:
+    # numbers.Real takes int, float, Fraction and numpy's numbers; bool is an int to Python but a
+    # flag to a person, and a numeric string is text (it was converted silently before)
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, _np_bool_types()))
+
+
+def _np_bool_types() -> tuple[type, ...]:
+    numpy = sys.modules.get("numpy")  # never imported here: only there when the user has it
+    return (numpy.bool_,) if numpy is not None else ()
+
+
+#: What a negative value of each unit is, for messages.
+_NEGATIVE = {
+    "s": "duration",
+    "1/s": "rate",
+    "bytes": "size",
+    "count": "count",
+    "ratio": "ratio",
+}
+
+
+def _checked(
+    name: str, unit: str, value: object, index: int | None = None, what: str = "sample"
+) -> float:
+    """``value`` as a float, or an error naming the metric (and the sample's position)."""
+    which = f"{what} {index}" if index is not None else "value"
+    if not _is_number(value):
+        raise TypeError(
+            f"metric {name!r}: {which} is {value!r} ({type(value).__name__}), expected a number"
+        )
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        raise ValueError(f"metric {name!r}: {which} {value!r} is not a finite number")
+    if number < 0:  # every unit measures a magnitude
+        raise ValueError(
+            f"metric {name!r}: {which} {value!r} is negative; a {_NEGATIVE[unit]} cannot be"
+        )
+    return number
 
 
 # ---------------------------------------------------------------------------------------------

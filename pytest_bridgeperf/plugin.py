@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -374,12 +374,32 @@ class PerfSession:
         if self.worker:
             return
         self._find_missing()
+        self.update_error: str | None = None
         if self.settings.update or self.settings.prune:
-            self._update_baseline()
+            try:
+                self.baseline = Baseline.update(self.settings.baseline_path, self._update_baseline)
+            except (BaselineError, OSError) as exc:
+                # a read-only directory, a full disk, a file in the way, a lock never released:
+                # said in the summary, while the test outcomes and the reports still come out
+                unwritten = [
+                    nodeid
+                    for nodeid, outcome in self.outcomes.items()
+                    if self.settings.update
+                    and not outcome.failed
+                    and outcome.payload is not None
+                    and outcome.payload["entries"]
+                ]
+                self.update_error = f"{_write_failure(exc)} ({len(unwritten)} test(s) not written)"
+                self.written, self.pruned = [], []
         strict_missing = self.settings.strict and not self.settings.update and self.missing_tests
         if strict_missing and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._write_reports()
+        # a --perf-update that wrote nothing did not do its job: exit 1 when the run was
+        # otherwise green, so CI notices (the summary says why); a report that cannot be
+        # written is said in the summary and leaves the exit status alone (README, Reports)
+        if self.update_error is not None and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _find_missing(self) -> None:
         """Baseline entries whose test is gone from a file that was collected this run."""
@@ -388,7 +408,10 @@ class PerfSession:
                 continue
             self.missing_tests.append((nodeid, sorted(test.get("metrics", {}))))
 
-    def _update_baseline(self) -> None:
+    def _update_baseline(self, baseline: Baseline) -> bool:
+        """Apply this run's entries (and prunes) to ``baseline``: the file as it is on disk now,
+        re-read under the writers' lock (see ``Baseline.update``), so entries that a concurrent
+        run wrote since this session started are kept."""
         env = self.settings.env
         changed = False
         if self.settings.update:
@@ -396,25 +419,24 @@ class PerfSession:
                 if outcome.failed or outcome.payload is None or not outcome.payload["entries"]:
                     continue
                 entries = dict(outcome.payload["entries"])
-                old = self.baseline.tests(env).get(nodeid, {}).get("metrics", {})
+                old = baseline.tests(env).get(nodeid, {}).get("metrics", {})
                 for name in outcome.payload["kept"]:
                     if name in old:
                         entries[name] = old[name]
-                self.baseline.set_test(env, nodeid, entries, outcome.payload["machine"])
+                baseline.set_test(env, nodeid, entries, outcome.payload["machine"])
                 self.written.append(nodeid)
                 changed = True
         if self.settings.prune:
             rootpath = self.config.rootpath
-            for nodeid in list(self.baseline.tests(env)):
+            for nodeid in list(baseline.tests(env)):
                 path = nodeid.split("::", 1)[0]
                 gone_file = not (rootpath / path).exists()
                 if gone_file or (path in self.collected_files and nodeid not in self.collected):
-                    self.baseline.remove_test(env, nodeid)
+                    baseline.remove_test(env, nodeid)
                     self.pruned.append(nodeid)
                     changed = True
             self.missing_tests = []
-        if changed:
-            self.baseline.save()
+        return changed
 
     def _results(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for nodeid, outcome in self.outcomes.items():
@@ -479,16 +501,6 @@ class PerfSession:
             "pruned": self.pruned,
         }
 
-    def _report_paths(self) -> list[Path]:
-        settings = self.settings
-        paths = (
-            settings.report_path,
-            settings.markdown_path,
-            settings.html_path,
-            settings.openmetrics_path,
-        )
-        return [path for path in paths if path is not None and not self.report_errors]
-
     def _write_reports(self) -> None:
         settings = self.settings
         outputs = (
@@ -500,24 +512,41 @@ class PerfSession:
         from .report.markdown import STEP_SUMMARY_ENV
 
         step_summary = settings.step_summary and bool(os.environ.get(STEP_SUMMARY_ENV))
+        self.reports_written: list[Path] = []
         if all(path is None for path in outputs) and not step_summary:
             return
         from .report import write_outputs
         from .report.document import dumps_json, write_text
 
         document = self._report_document()
-        try:
-            if settings.report_path is not None:
-                write_text(settings.report_path, dumps_json(document))
-            write_outputs(
-                document,
-                markdown=settings.markdown_path,
-                html=settings.html_path,
-                openmetrics=settings.openmetrics_path,
-                step_summary=settings.step_summary,
-            )
-        except OSError as exc:  # a report that cannot be written must not hide the results
-            self.report_errors.append(f"cannot write a report: {exc}")
+
+        # each report on its own: one that cannot be written must not cost the others
+        def attempt(path: Path | None, write: Callable[[Path], object]) -> None:
+            if path is None:
+                return
+            try:
+                write(path)
+                self.reports_written.append(path)
+            except OSError as exc:  # a report that cannot be written must not hide the results
+                self.report_errors.append(f"cannot write a report: {path}: {_write_failure(exc)}")
+
+        attempt(settings.report_path, lambda p: write_text(p, dumps_json(document)))
+        attempt(
+            settings.markdown_path,
+            lambda p: write_outputs(document, markdown=p, step_summary=False),
+        )
+        attempt(settings.html_path, lambda p: write_outputs(document, html=p, step_summary=False))
+        attempt(
+            settings.openmetrics_path,
+            lambda p: write_outputs(document, openmetrics=p, step_summary=False),
+        )
+        if step_summary:
+            try:
+                write_outputs(document)
+            except OSError as exc:
+                self.report_errors.append(
+                    f"cannot write a report: ${STEP_SUMMARY_ENV}: {_write_failure(exc)}"
+                )
 
     # summary ---------------------------------------------------------------------------------
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -576,7 +605,7 @@ class PerfSession:
             tr.write(", " if index else "")
             tr.write(f"{count} {verdict}", **(verdict_markup(verdict) if count else {}))
         tr.line("")
-        for path in self._report_paths():
+        for path in getattr(self, "reports_written", []):
             tr.write_line(f"perf: report written to {_relative(path, self.config.rootpath)}")
         for error in self.report_errors:
             tr.write_line(f"perf: {error}", red=True)
@@ -590,6 +619,11 @@ class PerfSession:
             tr.write_line(
                 f"perf: baseline {self.settings.baseline_path} updated: "
                 f"{len(self.written)} test(s) written, {len(self.pruned)} pruned"
+            )
+        if getattr(self, "update_error", None):
+            tr.write_line(
+                f"perf: baseline {self.settings.baseline_path} NOT updated: {self.update_error}",
+                red=True,
             )
         if not_comparable:
             tr.write_line(
@@ -610,3 +644,11 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+
+def _write_failure(exc: BaseException) -> str:
+    """Why a file could not be written, in one line: the file and the system's reason."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc)

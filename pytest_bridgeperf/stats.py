@@ -57,7 +57,23 @@ class LatencyHistogram:
 
     # recording -------------------------------------------------------------------------------
     def record(self, seconds: float, count: int = 1) -> None:
-        self.record_ns(round(seconds * _NS), count)
+        """Record ``count`` samples of ``seconds``, exactly to 3 significant digits, from 0 to
+        one hour (the histogram's range). Anything else raises ``ValueError``: a negative
+        duration used to become 1 ns and a longer one ~3601 s, silently."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise ValueError(f"a duration must be a number of seconds, got {seconds!r}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"a duration must be finite and non-negative, got {seconds!r} s")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"a sample count must be a whole number >= 1, got {count!r}")
+        nanoseconds = round(seconds * _NS)
+        if nanoseconds > _HIGHEST_NS:
+            raise ValueError(
+                f"duration {seconds:g} s is longer than {_HIGHEST_NS // _NS} s (1 h), the "
+                "longest a latency histogram stores"
+            )
+        # 0 is recorded as 0 (HdrHistogram's bucket 0), not raised to the 1 ns lowest value
+        self._h.record_value(nanoseconds, count)
 
     def record_ns(self, nanoseconds: int, count: int = 1) -> None:
         value = min(max(nanoseconds, _LOWEST_NS), _HIGHEST_NS)

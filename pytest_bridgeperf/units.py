@@ -27,7 +27,7 @@ class UnitError(ValueError):
     """A quantity could not be parsed."""
 
 
-_NUMBER = r"[+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 
 _DURATION_UNITS = {
     "ns": 1e-9,
@@ -73,9 +73,11 @@ def parse_duration(value: str | float | int) -> float:
         raise UnitError(f"invalid duration {value!r}: expected e.g. '50ms', '2s' or seconds")
     text = value.strip()
     try:
-        return _finite_non_negative(float(text), value, "duration")
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return _finite_non_negative(seconds, value, "duration")
     match = _DURATION_RE.match(text)
     if not match or match.group(2) not in _DURATION_UNITS:
         raise UnitError(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import settings
 
@@ -20,9 +22,13 @@ def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """Inner pytest runs start without pytest-randomly (installed for the neighbour tests, and
-    otherwise active in every run: it would shuffle the inner tests whose output the tests
-    match in order). pytester clears PYTEST_ADDOPTS when it starts, so this comes after it; a
-    test that wants it passes ``-p randomly``."""
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")
+    """pytester, with inner pytest runs (in process and in subprocesses) in file order.
+
+    pytest-randomly is installed for the neighbour tests; pyproject turns it off for this suite
+    but not for the inner runs, which it shuffled: tests that expect failures in file order
+    failed in some orders (-x stopping at another test, two failure sections swapped). pytester
+    clears PYTEST_ADDOPTS when it is set up, hence this override. A test that wants the plugin
+    passes ``-p randomly``."""
+    addopts = os.environ.get("PYTEST_ADDOPTS", "")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} -p no:randomly".strip())
     return pytester

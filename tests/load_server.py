@@ -114,9 +114,11 @@ def handle(conn: socket.socket) -> None:
                     _delay_index[0] += 1
                 _sleep_precisely(delay)
                 answered = time.perf_counter()
-                conn.sendall(_response(200, b"d"))
+                # logged before the answer leaves: a client that reads /held right after its
+                # last answer must find it there (logged after, one was missing on a busy machine)
                 with _lock:
                     _held.append(answered - received)
+                conn.sendall(_response(200, b"d"))
             elif kind == "held":
                 with _lock:
                     held, _held[:] = list(_held), []

@@ -116,13 +116,17 @@ def test_compare_with_an_unknown_environment_warns(
         ("report", '{"tool": "other"}', "not a pytest-bridgeperf report"),
         ("baseline", '{"tool": "pytest-bridgeperf", "schema": 1}', "environments"),
         ("report", "DIR", "report.json: is a directory"),
+        ("baseline", "DIR", "baseline.json: is a directory"),
+        ("report", '{"a": 1, "a": 2}', 'report.json: duplicate key "a"'),
+        ("baseline", '{"tool": "x", "tool": "y"}', 'baseline.json: duplicate key "tool"'),
+        ("report", b"\xff\xfe{}", "report.json: cannot be read: not UTF-8 text"),
     ],
 )
 def test_compare_bad_input_is_one_line_and_exit_2(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     which: str,
-    content: str | None,
+    content: str | bytes | None,
     message: str,
 ) -> None:
     baseline, report = samples.write(tmp_path)
@@ -130,6 +134,8 @@ def test_compare_bad_input_is_one_line_and_exit_2(
     target.unlink()
     if content == "DIR":
         target.mkdir()
+    elif isinstance(content, bytes):
+        target.write_bytes(content)
     elif content is not None:
         target.write_text(content)
     code, out, err = run(capsys, "compare", str(baseline), str(report))
@@ -166,7 +172,11 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "usage: bridgeperf" in err
+    # one line: what is wrong and where to look, not argparse's usage block
+    assert err.startswith("bridgeperf")
+    assert "error: " in err
+    assert err.endswith("--help)\n")
+    assert err.count("\n") == 1
     assert "Traceback" not in err
 
 
@@ -308,7 +318,7 @@ def test_merge_refuses_bad_inputs_and_leaves_out_alone(
     bad.write_text('{"tool": "pytest-bridgeperf", "schema": 1, "environments": {"default": 3}}')
     code, _, err = run(capsys, "merge", str(good), str(good), str(bad))
     assert code == 2
-    assert err.startswith(f"bridgeperf: error: {bad}: environments['default']: expected an object")
+    assert err.startswith(f"bridgeperf: error: {bad}: environments.default: expected an object")
     assert good.read_text() == before
     code, _, err = run(capsys, "merge", str(good), str(tmp_path / "missing.json"))
     assert code == 2
@@ -386,3 +396,134 @@ def test_compare_a_real_run(pytester: pytest.Pytester, capsys: pytest.CaptureFix
     assert verdicts == run_verdicts
     assert verdicts == {"rows": "regressed", "t": "undecided"}
     assert again["totals"] == run_report["totals"]
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile input: every bad input is one line on stderr and exit 2
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_report_given_as_the_baseline_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, report = samples.write(tmp_path)
+    err = _one_line_error(capsys, ["compare", str(report), str(report)])
+    assert f"{report}: this is a --perf-report file" in err
+    assert "not a baseline" in err
+    err = _one_line_error(capsys, ["show", str(report)])
+    assert "this is a --perf-report file" in err
+
+
+@pytest.mark.parametrize("command", ["show", "prune", "merge-out", "compare-report"])
+def test_devices_and_pipes_are_refused_without_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """`bridgeperf show /dev/zero` read until the kernel killed it; a FIFO would block."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    baseline, _ = samples.write(tmp_path)
+    for source in ("/dev/zero", str(fifo)):
+        argv = {
+            "show": ["show", source],
+            "prune": ["prune", source],
+            "merge-out": ["merge", str(tmp_path / "out.json"), source],
+            "compare-report": ["compare", str(baseline), source],
+        }[command]
+        err = _one_line_error(capsys, argv)
+        assert f"{source}: not a regular file" in err
+
+
+def test_files_over_the_size_limit_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_bridgeperf import baseline as baseline_module
+
+    baseline, report = samples.write(tmp_path)
+    monkeypatch.setattr(baseline_module, "MAX_FILE_SIZE", baseline.stat().st_size)
+    assert run(capsys, "show", str(baseline))[0] == 0  # at the limit: read
+    monkeypatch.setattr(baseline_module, "MAX_FILE_SIZE", baseline.stat().st_size - 1)
+    err = _one_line_error(capsys, ["show", str(baseline)])
+    assert f"{baseline}: larger than" in err
+    assert "the limit for a baseline file" in err
+    monkeypatch.setattr(baseline_module, "MAX_FILE_SIZE", report.stat().st_size - 1)
+    err = _one_line_error(capsys, ["compare", str(report), str(report)])
+    assert "the limit for a" in err
+
+
+def test_sparse_huge_file_is_refused_before_it_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as fh:
+        fh.truncate(1 << 40)  # 1 TiB, sparse: costs no disk, would cost the reader everything
+    err = _one_line_error(capsys, ["show", str(huge)])
+    assert "larger than 64 MiB" in err
+
+
+@pytest.mark.parametrize("form", [["--tolerance", "-5%"], ["--tolerance=-5%"]])
+def test_negative_option_values_are_parsed_then_refused_by_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], form: list[str]
+) -> None:
+    baseline, report = samples.write(tmp_path)
+    err = _one_line_error(capsys, ["compare", str(baseline), str(report), *form])
+    assert "argument --tolerance: invalid percentage '-5%': must be a finite, non-negative" in err
+
+
+def test_option_values_starting_with_a_dash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline, report = samples.write(tmp_path)
+    # -k takes "-x" as its expression (which selects nothing here)
+    code, out, _ = run(capsys, "compare", str(baseline), str(report), "-k", "-x")
+    assert code == 0
+    assert "perf: 0 ok, 0 regressed" in out
+    # a known option after a value option is still an option: the value is missing
+    err = _one_line_error(capsys, ["compare", str(baseline), str(report), "--env", "-v"])
+    assert "argument --env: expected one argument" in err
+    code, out, _ = run(capsys, "compare", str(baseline), str(report), "--tolerance", "+500%")
+    assert code == 0
+
+
+def test_every_value_option_is_known_to_the_dash_rule() -> None:
+    from pytest_bridgeperf.cli import _value_options, build_parser
+
+    options = _value_options(build_parser())
+    assert {"--tolerance", "--min-delta", "--alpha", "--env", "-k", "--json", "--base"} <= options
+    assert {"--resolve", "--rootdir", "--color"} <= options
+    assert "--strict" not in options
+
+
+def test_resolve_names_the_side_that_is_not_a_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _baseline(tmp_path / "good.json", {"t.py::a": 1}).read_text()
+    path = tmp_path / "perf-baseline.json"
+    path.write_text(f"<<<<<<< HEAD\n{good}=======\n{{broken\n>>>>>>> feature\n")
+    before = path.read_text()
+    err = _one_line_error(capsys, ["merge", "--resolve", str(path)])
+    assert f"{path} (theirs: the >>>>>>> side of the conflict): not valid JSON" in err
+    assert path.read_text() == before
+    path.write_text(f"<<<<<<< HEAD\n{good}=======\n{good}")
+    err = _one_line_error(capsys, ["merge", "--resolve", str(path)])
+    assert "has no closing >>>>>>> marker" in err
+    path.write_text(good)
+    code, out, _ = run(capsys, "merge", "--resolve", str(path))
+    assert code == 0
+    assert "no git conflict markers, nothing to resolve" in out
+    err = _one_line_error(capsys, ["merge", "--resolve", str(path), str(path)])
+    assert "merge --resolve FILE takes no other files" in err
+    err = _one_line_error(capsys, ["merge", str(path)])
+    assert "merge needs OUT and at least one IN" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -165,8 +166,62 @@ def test_names_must_be_unique() -> None:
 
 
 def test_bad_samples_inside_a_sequence() -> None:
-    with pytest.raises((TypeError, ValueError)):
-        Recorder().record("m", [1.0, "fast"])  # type: ignore[list-item]
+    # was "could not convert string to float: 'fast'", without the metric
+    with pytest.raises(TypeError, match=r"^metric 'x': sample 0 is 'fast' \(str\), expected a"):
+        Recorder().record("x", ["fast"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "error", "message"),
+    [
+        (-0.001, "s", ValueError, "metric 'm': value -0.001 is negative; a duration cannot be"),
+        ([0.1, -0.2], "s", ValueError, "metric 'm': sample 1 -0.2 is negative"),
+        (-3, "count", ValueError, "value -3 is negative; a count cannot be"),
+        ([1, 2, -1], "count", ValueError, "sample 2 -1 is negative; a count"),
+        (-1, "bytes", ValueError, "a size cannot be"),
+        (-0.5, "ratio", ValueError, "a ratio cannot be"),
+        (-10, "1/s", ValueError, "a rate cannot be"),
+        (["1.5", 2], "s", TypeError, "sample 0 is '1.5' (str), expected a number"),
+        ([1, "2"], "count", TypeError, "sample 1 is '2' (str)"),
+        ([True, False], "count", TypeError, "sample 0 is True (bool)"),
+        ([0.1, None], "s", TypeError, "sample 1 is None (NoneType)"),
+        ([0.1, math.nan], "s", ValueError, "sample 1 nan is not a finite number"),
+        ([0.1, 4000.0], "s", ValueError, "metric 'm': duration 4000 s is longer than 3600 s"),
+        ([[0.1]], "s", TypeError, "sample 0 is [0.1] (list)"),
+    ],
+)
+def test_record_refuses_impossible_values_naming_the_metric(
+    value: object, unit: str, error: type[Exception], message: str
+) -> None:
+    rec = Recorder()
+    with pytest.raises(error, match=re.escape(message)):
+        rec.record("m", value, unit)  # type: ignore[arg-type]
+    assert rec.metrics == {}
+
+
+def test_rounds_are_checked_like_samples() -> None:
+    with pytest.raises(ValueError, match=re.escape("metric 'm': round 1 -0.1 is negative")):
+        Recorder().record("m", [0.1, 0.2], rounds=[0.1, -0.1])
+    with pytest.raises(TypeError, match=re.escape("metric 'm': round 0 is '0.1' (str)")):
+        Recorder().record("m", [0.1, 0.2], rounds=["0.1"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="metric 'm': rounds is empty"):
+        Recorder().record("m", [0.1, 0.2], rounds=[])
+    with pytest.raises(TypeError, match="rounds must be a sequence of numbers, got float"):
+        Recorder().record("m", [0.1, 0.2], rounds=0.1)  # type: ignore[arg-type]
+
+
+def test_values_are_stored_exactly_zero_and_beyond_the_histogram() -> None:
+    """Nothing is clamped: zero stays zero, and a single duration beyond the histogram's hour
+    is stored as given (it needs no histogram)."""
+    from fractions import Fraction
+
+    rec = Recorder()
+    assert rec.record("zero", 0.0).value == 0.0
+    assert rec.record("zeros", [0.0, 0.0, 0.0]).value == 0.0
+    assert rec.record("long", 5 * 3600.0).value == 5 * 3600.0
+    assert rec.record("hour", [3600.0]).value == pytest.approx(3600.0, rel=1e-3)
+    assert rec.record("fraction", Fraction(1, 4), unit="ratio").value == 0.25
+    assert rec.record("count", [0, 1, 2], unit="count").value == 1
 
 
 # ---------------------------------------------------------------------------------------------

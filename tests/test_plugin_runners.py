@@ -207,19 +207,27 @@ def test_budget_explain_is_appended(pytester: pytest.Pytester) -> None:
 # ---------------------------------------------------------------------------------------------
 # A/A: an unchanged real timing passes against its fresh baseline; +30 % is caught
 
+# Simulated timings: each run draws fresh samples (an unseeded generator) from one distribution
+# shaped like a busy machine's (~5 ms with a 10 % spread, and one sample in ten delayed by an
+# exponential hiccup of 5 ms on average); SLOWDOWN scales it. The verdict machinery sees what a
+# real A/A pair looks like, without the machine's load changing between the runs: with real
+# sleeps, load average ~10 on 2 cores made 5 ms sleeps take 13.7 ms in one run and not the other,
+# a real slowdown the plugin rightly reported (3 of 3 runs failed).
 SLEEPER = """
 import os
-import time
+import random
 import pytest
 
 @pytest.mark.perf
 def test_sleep(perf):
-    delay = 0.005 * float(os.environ.get("SLOWDOWN", "1"))
+    rng = random.Random()
+    scale = float(os.environ.get("SLOWDOWN", "1"))
     samples = []
     for _ in range(20):
-        start = time.perf_counter()
-        time.sleep(delay)
-        samples.append(time.perf_counter() - start)
+        sample = 0.005 * rng.uniform(1.0, 1.1)
+        if rng.random() < 0.1:
+            sample += rng.expovariate(1 / 0.005)
+        samples.append(sample * scale)
     perf.record("sleep", samples)
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any
 
 import pytest
@@ -57,13 +58,27 @@ def test_percentile_range(q: float) -> None:
         percentile([0.1], q)
 
 
-def test_record_clamps_out_of_range_values() -> None:
+def test_record_refuses_out_of_range_values_instead_of_clamping() -> None:
+    """A negative duration became 1 ns and ten hours ~3601 s, silently."""
     hist = LatencyHistogram()
-    hist.record(-1.0)
-    hist.record(0.0)
-    hist.record(10 * 3600.0)
-    assert hist.count == 3
-    assert hist.min == pytest.approx(1e-9)
+    for bad, problem in [
+        (-1.0, "finite and non-negative, got -1.0 s"),
+        (math.nan, "finite and non-negative"),
+        (math.inf, "finite and non-negative"),
+        (10 * 3600.0, "duration 36000 s is longer than 3600 s (1 h)"),
+        (3600.0 + 1e-6, "is longer than 3600 s"),
+        ("0.5", "must be a number of seconds"),
+        (True, "must be a number of seconds"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            hist.record(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sample count"):
+        hist.record(0.1, count=0)
+    assert hist.count == 0
+    hist.record(0.0)  # a zero duration is stored as zero, not raised to 1 ns
+    hist.record(3600.0)  # the longest stored duration
+    assert hist.count == 2
+    assert hist.min == 0.0
     assert hist.max == pytest.approx(3600.0, rel=HDR_REL)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
@@ -194,6 +195,22 @@ def test_parse_percent(value: str | float, fraction: float, bare_is_percent: boo
 def test_parse_percent_rejects_garbage(bad: str) -> None:
     with pytest.raises(UnitError, match=re.escape(repr(bad))):
         parse_percent(bad)
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (parse_percent, "-5%"),
+        (parse_duration, "-5ms"),
+        (parse_duration, "-2"),
+        (parse_size, "-1MB"),
+        (parse_rate, "-5/s"),
+    ],
+)
+def test_negative_quantities_are_named_as_such(parse: Any, text: str) -> None:
+    """A negative number is a number with the wrong sign, not garbage: the message says so."""
+    with pytest.raises(UnitError, match=re.escape(f"{text!r}: must be a finite, non-negative")):
+        parse(text)
 
 
 @pytest.mark.parametrize("bad", [True, None, -0.1, math.inf, math.nan])
