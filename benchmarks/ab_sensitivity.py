@@ -233,7 +233,11 @@ def main() -> None:
                             print(out[-3000:])
                         results.setdefault(("against", kind, branch), []).append(outcome)
                         seconds.setdefault(kind, []).append(took)
-            print(f"repetition {run + 1}/{args.runs} done (hog: {noisy}); load {os.getloadavg()}")
+                        print(f"  {branch} {kind}: against {outcome} in {took:.1f} s", flush=True)
+            print(
+                f"repetition {run + 1}/{args.runs} done (hog: {noisy}); load {os.getloadavg()}",
+                flush=True,
+            )
             git(project, "checkout", "-q", "base")
     print()
     print(
