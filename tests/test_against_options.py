@@ -4,6 +4,7 @@ side, with paths inside A's rootdir moved into the side's tree."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,23 @@ def test_pytests_parser_is_reachable(pytester: pytest.Pytester) -> None:
     assert actions["-x"].dest == "maxfail"
     assert actions["-k"].nargs is None
     assert actions["-v"].nargs == 0
+
+
+@pytest.fixture(autouse=True)
+def _stop_coverage_the_parsing_started() -> Iterator[None]:
+    """``parseconfig("--cov", ...)`` makes pytest-cov start coverage in this process, and nothing
+    here ends that session: it would trace every later test of this worker (whose timings then
+    read "coverage tracing was active"). Stop what the test started, not an outer run's."""
+    try:
+        import coverage
+    except ImportError:  # pragma: no cover - pytest-cov is in the [test] extra
+        yield
+        return
+    before = coverage.Coverage.current()
+    yield
+    started = coverage.Coverage.current()
+    if started is not None and started is not before:
+        started.stop()
 
 
 def test_the_users_options_are_kept_and_positionals_dropped(pytester: pytest.Pytester) -> None:
