@@ -75,6 +75,7 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
         progress=progress,
         report=terminal,
         deadline=lambda: _timeout_deadline(request.node),
+        load_hosts=settings.load_hosts,
     )
     yield load
     load.close()
