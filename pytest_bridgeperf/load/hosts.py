@@ -229,6 +229,11 @@ class _Link:
     def hostname(self) -> str:
         return str(self.hello.get("hostname") or self.text)
 
+    @property
+    def where(self) -> str:
+        """The title, with the host and process it ran as (for failures during a run)."""
+        return f"{self.title} on {self.hostname} (pid {self.hello.get('pid', '?')})"
+
     def _prepare_ssh(self, connect_timeout: float) -> None:
         """Options that keep ssh from hanging the run, unless the spec sets them itself: no
         prompt (a password or host-key question would wait forever), a connect timeout, a
@@ -809,10 +814,17 @@ def _outcome(
     merged = merge_shares(shares) if shares else None
     if merged is not None:
         merged.name = label
+    if failures and fleet.stop_reason == "interrupt":
+        # after a Ctrl-C, a generator that did not report (its ssh killed by the same Ctrl-C,
+        # when something else started it) is part of the interruption, not news
+        if merged is None:
+            return _empty_after_interrupt(label, fleet)
+        merged.interrupted = True
+        return merged
     if failures:
         if merged is not None:
             merged.interrupted = True
-        lines = [f"{fleet.links[i].title} {text}" for i, text in sorted(failures.items())]
+        lines = [f"{fleet.links[i].where} {text}" for i, text in sorted(failures.items())]
         partial = (
             f"partial result of the other {len(shares)} generator(s): {merged.summary()}"
             if merged is not None
@@ -839,6 +851,14 @@ def _outcome(
         link, text = rate_errors[0]
         raise LoadRateError(f"{link.title}: {text}", merged)
     return merged
+
+
+def _empty_after_interrupt(label: str, fleet: _Fleet) -> LoadResult:
+    from ..stats import LatencyHistogram
+
+    return LoadResult(
+        name=label, histogram=LatencyHistogram(), count=0, errors=0, elapsed=0.0, interrupted=True
+    )
 
 
 def _share(link: _Link, data: dict[str, Any]) -> HostShare:

@@ -64,10 +64,16 @@ def _check_spec(text: str) -> None:
         raise ValueError(f"{text!r} is not a valid execnet spec: {exc}") from None
     keys = {key for key in vars(spec) if not key.startswith("_") and key != "env"}
     kinds = [k for k in _KINDS if k in keys]
-    if len(kinds) != 1:
+    if not kinds:
+        first = text.split("//")[0]
+        hint = f"'ssh={first}' for a host reached over ssh" if "=" not in first else "'popen'"
         raise ValueError(
-            f"{text!r}: a generator spec names one gateway type, {', '.join(_KINDS)} "
-            "(e.g. 'ssh=user@gen1//python=/opt/venv/bin/python')"
+            f"{text!r} names no gateway type ({', '.join(_KINDS)}): e.g. {hint}, with "
+            "//python=/path/to/venv/bin/python for the environment there"
+        )
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{text!r}: a generator spec names one gateway type, not {' and '.join(kinds)}"
         )
     if "via" in keys or "installvia" in keys:
         raise ValueError(
