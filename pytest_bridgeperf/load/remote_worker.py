@@ -23,6 +23,7 @@ itself when the controller goes away (its channel closes). No pytest here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import queue
@@ -129,16 +130,22 @@ class _Generator:
         self.stops = Stops()
 
     # receiver thread ------------------------------------------------------------------------
+    # Nothing here may raise: an exception in execnet's receiver thread ends that thread
+    # before it lets the interpreter exit (seen as a generator outliving its controller's
+    # close by the 2 s it is given).
     def on_message(self, message: Any) -> None:
         if message is _CLOSED:  # the controller is gone: stop, nobody reads the result
             self.stop()
             return
-        name, data = message
-        if name == "ping":
-            self.send(("pong", {"t": time.monotonic_ns()}))
-        elif name == "start":
-            self._starts.put(int(data["at"]))
-        elif name == "stop":
+        try:
+            name, data = message
+            if name == "ping":
+                self.send(("pong", {"t": time.monotonic_ns()}))
+            elif name == "start":
+                self._starts.put(int(data["at"]))
+            elif name == "stop":
+                self.stop()
+        except Exception:  # a message this version does not understand: stop rather than hang
             self.stop()
 
     def stop(self) -> None:
@@ -149,7 +156,8 @@ class _Generator:
             loop = self._loop
         if loop is not None:
             # before the start instant is released below: the run then sees it stopped
-            loop.call_soon_threadsafe(self.stops.signal.fire)
+            with contextlib.suppress(RuntimeError):  # the run's loop closed meanwhile
+                loop.call_soon_threadsafe(self.stops.signal.fire)
         self._starts.put(None)
 
     def send(self, message: tuple[str, dict[str, Any]]) -> bool:
@@ -236,11 +244,15 @@ class _Generator:
             )
 
         rate_error: str | None = None
-        with new_runner() as runner:
-            try:
-                result = runner.run(main())
-            except LoadRateError as exc:  # judged on the whole run by the controller
-                result, rate_error = exc.result, str(exc)
+        try:
+            with new_runner() as runner:
+                try:
+                    result = runner.run(main())
+                except LoadRateError as exc:  # judged on the whole run by the controller
+                    result, rate_error = exc.result, str(exc)
+        finally:
+            with self._lock:
+                self._loop = None  # a stop from now on has no run to stop
         usage.end()
         if self._stopped:  # the controller stopped it (Ctrl-C, its timeout, another host)
             result.stopped_by = None
