@@ -160,6 +160,42 @@ def test_an_in_process_app_is_served_to_popen_generators() -> None:
     assert_union(result)
 
 
+def test_a_socket_gateway_generator(server: str) -> None:
+    """``socket=host:port``: execnet's socket server (here on 127.0.0.1) runs the generator in
+    its own process; the controller has no process of its own to start."""
+    import execnet.script.socketserver as socketserver
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, socketserver.__file__, f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "execnet's socket server did not start"
+                time.sleep(0.05)
+        served(server)
+        result = run_load(
+            server + "/ok", {"users": 2, "requests": 200, "hosts": [f"socket=127.0.0.1:{port}"]}
+        )
+        assert result.count == 200 == served(server)
+        (share,) = result.hosts
+        assert share.local
+        assert share.pid == proc.pid  # the socket server's own process ran it
+        assert_union(result)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_ini_generators_apply_unless_a_run_names_its_own(server: str) -> None:
     tag = new_tag()
     options = {"users": 2, "requests": 40}
