@@ -54,7 +54,8 @@ __all__ = ["CONNECT_TIMEOUT_S", "LoadHostError", "run_hosts"]
 
 #: Starting a generator, at most: the gateway (ssh's connection and authentication included),
 #: the interpreter, importing pytest-bridgeperf there, the version check and the loopback
-#: probe. A generator over ssh on a LAN took 0.4-0.8 s here; a popen one 0.2-0.5 s.
+#: probe. Measured on a 2-core machine at a load average of 18: 0.85-1.0 s for a generator
+#: over ssh to that machine, 0.4-0.5 s for a popen one.
 CONNECT_TIMEOUT_S = 30.0
 #: ssh's own ConnectTimeout (TCP connect and the protocol handshake), at most.
 SSH_CONNECT_TIMEOUT_S = 10
@@ -731,18 +732,22 @@ async def run_hosts(
         connect_timeout=CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout,
     )
     deadline = stops.deadline
-    requests = [
-        {
-            "url": target.url,
-            "options": raw,
-            "label": label,
-            "allowed_hosts": list(allowed_hosts),
-            "max_duration": opts.max_duration,
-            "deadline_in": (deadline.remaining() - _GENERATOR_EXIT_S) if deadline else None,
-            "reason": deadline.reason if deadline else None,
-        }
-        for raw in raws
-    ]
+
+    def requests() -> list[dict[str, Any]]:
+        # built when sent: the test's deadline is passed on as seconds from now
+        return [
+            {
+                "url": target.url,
+                "options": raw,
+                "label": label,
+                "allowed_hosts": list(allowed_hosts),
+                "max_duration": opts.max_duration,
+                "deadline_in": (deadline.remaining() - _GENERATOR_EXIT_S) if deadline else None,
+                "reason": deadline.reason if deadline else None,
+            }
+            for raw in raws
+        ]
+
     shown = [False]
     last_tick = [0.0]
 
@@ -763,7 +768,7 @@ async def run_hosts(
         if not fleet.connect():
             return _empty(label, target, opts, interrupted=fleet._requested == "interrupt")
         fleet.check_target(target)
-        fleet.start_runs(requests)
+        fleet.start_runs(requests())
         if not fleet.wait_ready(opts.timeout + READY_GRACE_S) or not fleet.sync_clocks():
             return _empty(label, target, opts, interrupted=fleet._requested == "interrupt")
         start_at = fleet.start()
