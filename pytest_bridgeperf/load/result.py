@@ -367,7 +367,7 @@ class HostShare:
         where = self.hostname + (" (this machine)" if self.local else "")
         cpu = f"{self.cpu:.0f} %" if math.isfinite(self.cpu) else "-"
         return (
-            f"{self.id} {self.spec} on {where}: {self.count} requests, {self.rps:,.0f} req/s, "
+            f"{self.id} {self.spec} on {where}: {self.count:,} requests, {self.rps:,.0f} req/s, "
             f"errors {self.errors}, CPU {cpu}, started {self.start_late * 1e3:.1f} ms late "
             f"(± {self.clock_error * 1e3:.2f} ms)"
         )
