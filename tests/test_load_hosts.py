@@ -35,6 +35,7 @@ from load_hosts_support import (
 
 from pytest_bridgeperf import __version__
 from pytest_bridgeperf.load import (
+    LoadConnectionError,
     LoadHostError,
     LoadTargetError,
     Request,
@@ -222,6 +223,21 @@ def test_a_generator_in_another_network_namespace_may_not_load_loopback(server: 
     with pytest.raises(LoadTargetError, match=r"generator\(s\) gw1 on .* cannot reach"):
         run_load(server + "/ok", {"users": 2, "duration": "1s", "hosts": ["popen", spec]})
     assert served(server) == 0  # refused before anything was sent
+
+
+def test_a_refused_target_fails_naming_the_generator_and_the_address() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    tag = new_tag()
+    start = time.monotonic()
+    with pytest.raises(
+        LoadConnectionError,
+        match=rf"generator gw\d \(popen.*\): cannot connect to 127\.0\.0\.1:{port}",
+    ):
+        run_load(f"http://127.0.0.1:{port}/", {"duration": "30s", "hosts": _popen(tag, 2)})
+    assert time.monotonic() - start < _STARTUP_SLACK_S  # at once, not after the 30 s run
+    assert wait_gone(tag, 5.0) == []
 
 
 def test_a_generator_with_another_version_is_refused(tmp_path: Path, server: str) -> None:

@@ -823,7 +823,11 @@ def _outcome(
         # after a Ctrl-C, a generator that did not report (its ssh killed by the same Ctrl-C,
         # when something else started it) is part of the interruption, not news
         if merged is None:
-            return _empty_after_interrupt(label, fleet)
+            from ..stats import LatencyHistogram
+
+            return LoadResult(
+                label, LatencyHistogram(), count=0, errors=0, elapsed=0.0, interrupted=True
+            )
         merged.interrupted = True
         return merged
     if failures:
@@ -856,14 +860,6 @@ def _outcome(
         link, text = rate_errors[0]
         raise LoadRateError(f"{link.title}: {text}", merged)
     return merged
-
-
-def _empty_after_interrupt(label: str, fleet: _Fleet) -> LoadResult:
-    from ..stats import LatencyHistogram
-
-    return LoadResult(
-        name=label, histogram=LatencyHistogram(), count=0, errors=0, elapsed=0.0, interrupted=True
-    )
 
 
 def _share(link: _Link, data: dict[str, Any]) -> HostShare:
