@@ -76,6 +76,7 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
         report=terminal,
         deadline=lambda: _timeout_deadline(request.node),
         duration_cap=_round_option(config, "load_duration"),
+        load_hosts=settings.load_hosts,
     )
     yield load
     load.close()

@@ -204,6 +204,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
     )
     parser.addini(
+        "perf_load_hosts",
+        "execnet gateway specs (one per line, as pytest-xdist's --tx: 'ssh=gen1', '2*popen') "
+        "of the load generators of perf_load runs that name neither hosts= nor workers=",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
         "perf_max_duration",
         f"hard cap of one load run (default: {DEFAULTS['perf_max_duration']})",
         default=DEFAULTS["perf_max_duration"],

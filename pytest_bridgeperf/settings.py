@@ -52,6 +52,7 @@ class Settings:
     alpha: float = 0.01  # timing verdicts: 1 - alpha confidence intervals
     allowed_hosts: tuple[str, ...] = ()  # load targets beyond loopback
     max_duration: float = 60.0  # hard cap of one load run, seconds
+    load_hosts: tuple[str, ...] = ()  # ini perf_load_hosts: execnet specs of load generators
     memory_lines: bool = False  # --perf-memory-lines
     confirm: int = 1  # reruns that must reproduce a timing regression before it fails
     quiet: bool = False  # pytest -q: no live progress lines
@@ -67,6 +68,21 @@ class Settings:
     against_warmup: int = 1  # unmeasured rounds per side before a test's first block
     against_load_duration: float | None = None  # cap of each perf_load duration in a round
     library_modules: tuple[str, ...] = ()  # ini perf_library_modules: call sites skip them
+
+
+def _load_hosts(raw: Sequence[str] | str | None) -> tuple[str, ...]:
+    """ini ``perf_load_hosts``: one execnet gateway spec per line (a spec may hold spaces:
+    ``ssh=-p 2222 gen1``), checked now so that a typo fails the session at its start."""
+    lines = raw.splitlines() if isinstance(raw, str) else list(raw or ())
+    specs = tuple(line.strip() for line in lines if line.strip())
+    if specs:
+        from .load.hostspec import expand_hosts  # imported only when the ini is set
+
+        try:
+            expand_hosts(specs)
+        except ValueError as exc:
+            raise SettingsError(f"ini perf_load_hosts: {exc}") from None
+    return specs
 
 
 def _flag(cli: object, ini: object) -> bool:
@@ -166,6 +182,7 @@ def resolve(
     if isinstance(hosts_raw, str):
         hosts_raw = hosts_raw.split()
     library_modules = _module_names(ini("perf_library_modules"))
+    load_hosts = _load_hosts(ini("perf_load_hosts"))
     report = cli.get("perf_report")
 
     def output(name: str) -> Path | None:
@@ -269,6 +286,7 @@ def resolve(
         alpha=alpha,
         allowed_hosts=tuple(h.strip() for h in (hosts_raw or ()) if h.strip()),
         max_duration=max_duration,
+        load_hosts=load_hosts,
         memory_lines=_flag(cli.get("perf_memory_lines"), ini("perf_memory_lines")),
         quiet=bool(cli.get("quiet")),
         markdown_path=output("perf_markdown"),

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from .engine import LoadRateError
 from .errors import LoadError
+from .hosts import LoadHostError
 from .options import LoadOptionError, LoadOptions, Request
-from .result import LoadResult
+from .result import HostShare, LoadResult
 from .runner import LoadConnectionError, arun_load, run_load
 from .safety import LoadTargetError
 
 __all__ = [
+    "HostShare",
     "LoadConnectionError",
     "LoadError",
+    "LoadHostError",
     "LoadOptionError",
     "LoadOptions",
     "LoadRateError",

@@ -18,7 +18,11 @@ from .record import record_result
 from .result import LoadResult
 from .runner import arun_load, new_runner, run_load
 
-__all__ = ["PerfLoad"]
+__all__ = ["SATURATED_CPU", "PerfLoad"]
+
+#: CPU of a generator process (percent of one core) from which a run's report says it may
+#: have been the bottleneck.
+SATURATED_CPU = 90.0
 
 
 class PerfLoad:
@@ -39,6 +43,7 @@ class PerfLoad:
         report: Callable[[str], None] | None = None,
         deadline: Callable[[], Deadline | None] | None = None,
         duration_cap: float | None = None,
+        load_hosts: Iterable[str] = (),
     ) -> None:
         self._recorder = recorder
         self._allowed_hosts = tuple(allowed_hosts)
@@ -50,6 +55,8 @@ class PerfLoad:
         #: --perf-against's ini perf_against_load_duration: each duration-based run of a round
         #: lasts at most this (the rounds give the repetitions)
         self._duration_cap = duration_cap
+        #: ini perf_load_hosts: the generators of runs that name neither hosts= nor workers=
+        self._load_hosts = tuple(load_hosts)
         #: Every result of this test, in order.
         self.results: list[LoadResult] = []
         # one event loop for the test's sync runs: an aiohttp app can be load-tested repeatedly
@@ -61,6 +68,7 @@ class PerfLoad:
             "max_duration": self._max_duration,
             "progress": self._progress if options.get("progress", True) else None,
             "deadline": self._deadline() if self._deadline is not None else None,
+            "default_hosts": self._load_hosts,
         }
 
     def _capped(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +102,7 @@ class PerfLoad:
 
     def _finish(self, result: LoadResult, options: dict[str, Any]) -> LoadResult:
         self.results.append(result)
+        self._warn_saturated(result)
         if result.stopped_by is not None:
             asked = ", ".join(
                 f"{k}={options[k]!r}" for k in ("duration", "requests") if k in options
@@ -111,6 +120,19 @@ class PerfLoad:
         if self._recorder is not None and options.get("record", True):
             record_result(self._recorder, result)
         return result
+
+    def _warn_saturated(self, result: LoadResult) -> None:
+        """A generator that kept a CPU core busy set the pace itself (Locust warns the same)."""
+        if self._report is None:
+            return
+        for share in result.hosts:
+            if share.cpu >= SATURATED_CPU:
+                self._report(
+                    f"perf_load {result.name}: generator {share.id} on {share.hostname} used "
+                    f"{share.cpu:.0f} % of a CPU core: it may have limited the load, and its "
+                    "latencies include its own queueing. Add generators (hosts=, workers=) or "
+                    "give each fewer users."
+                )
 
     def __repr__(self) -> str:
         return f"<perf_load: {len(self.results)} run(s)>"

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: Hard caps that protect the machine running the tests (and whatever it is pointed at).
-MAX_CONNECTIONS = 1024  # users x workers
+MAX_CONNECTIONS = 1024  # users x workers; with hosts=, per generator
 MAX_REQUESTS = 50_000_000
 MAX_WORKERS = 64
 MAX_RATE = 2_000_000.0
@@ -112,6 +112,8 @@ class LoadOptions:
     max_duration: float
     #: a run in which every request fails is what the test expects (no LoadError)
     expect_errors: bool = False
+    #: execnet gateway specs of the generators the run is split over (``hosts=``), expanded
+    hosts: tuple[str, ...] = ()
 
     @property
     def model(self) -> str:
@@ -265,6 +267,7 @@ _KNOWN_OPTIONS = [
     "record",
     "progress",
     "expect_errors",
+    "hosts",
 ]
 
 
@@ -308,15 +311,24 @@ def build_options(
     ):
         raise LoadOptionError(f"workers={workers_raw!r}: expected a whole number 1..{MAX_WORKERS}")
     workers = workers_raw
+    hosts = _hosts(o.get("hosts"), workers, is_callable)
     if users < workers:
         if users_raw is not None:
             raise LoadOptionError(
                 f"users={users} is fewer than workers={workers}: every worker needs a user"
             )
         users = workers
-    if users > MAX_CONNECTIONS:
+    if users < len(hosts):
+        if users_raw is not None:
+            raise LoadOptionError(
+                f"users={users} is fewer than the {len(hosts)} generators of hosts=: every "
+                "generator needs a user"
+            )
+        users = len(hosts)
+    if users > MAX_CONNECTIONS * max(1, len(hosts)):
         raise LoadOptionError(
             f"users={users}: at most {MAX_CONNECTIONS} concurrent users/connections per run"
+            + (f" and generator ({len(hosts)} generators)" if hosts else "")
         )
 
     think_time = _duration("think_time", o.get("think_time", 0))
@@ -335,6 +347,10 @@ def build_options(
             raise LoadOptionError(f"requests={o['requests']!r}: {exc}") from None
         if not 1 <= requests <= MAX_REQUESTS:
             raise LoadOptionError(f"requests={requests}: expected 1..{MAX_REQUESTS}")
+        if requests < len(hosts):
+            raise LoadOptionError(
+                f"requests={requests} is fewer than the {len(hosts)} generators of hosts="
+            )
     if o.get("duration") is not None:
         duration = _duration("duration", o["duration"])
         if duration <= 0:
@@ -395,6 +411,11 @@ def build_options(
     if len(set(labels)) != len(labels):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         raise LoadOptionError(f"mix= has duplicate request names {dup}; give each a name=")
+    if hosts and any(r.body is not None for r in mix):
+        raise LoadOptionError(
+            "body= factories run in the test's process, not on generator hosts: with hosts= "
+            "give each request a fixed json= or data="
+        )
     if is_callable and (mix_raw is not None or single_keys):
         raise LoadOptionError(
             f"{', '.join(single_keys) or 'mix'}= only apply to HTTP targets, not to a callable"
@@ -447,7 +468,28 @@ def build_options(
         progress=bool(o.get("progress", True)),
         max_duration=max_duration,
         expect_errors=bool(o.get("expect_errors", False)),
+        hosts=hosts,
     )
+
+
+def _hosts(value: Any, workers: int, is_callable: bool) -> tuple[str, ...]:
+    from .hostspec import expand_hosts
+
+    try:
+        hosts = expand_hosts(value)
+    except ValueError as exc:
+        raise LoadOptionError(f"hosts=: {exc}") from None
+    if hosts and is_callable:
+        raise LoadOptionError(
+            "hosts= runs HTTP targets on generator hosts; a callable runs in this process "
+            "(use workers= to spread it over local processes)"
+        )
+    if hosts and workers > 1:
+        raise LoadOptionError(
+            f"give hosts= or workers=, not both: for {workers} processes on a host, repeat it "
+            f"in hosts= ('{workers}*ssh=gen1', as pytest-xdist's --tx)"
+        )
+    return hosts
 
 
 def _fields(r: Request) -> dict[str, Any]:

@@ -19,7 +19,14 @@ from .. import thresholds as _thresholds
 from ..stats import LatencyHistogram
 from ..units import format_duration, format_size
 
-__all__ = ["LoadResult", "NameCollector", "fold_latencies", "merge_results", "merged_histogram"]
+__all__ = [
+    "HostShare",
+    "LoadResult",
+    "NameCollector",
+    "fold_latencies",
+    "merge_results",
+    "merged_histogram",
+]
 
 _SUB_BUCKET_BITS = 11  # 3 significant digits -> 2048 sub-buckets in hdrh
 _NUMPY_FOLD_MIN = 50_000
@@ -118,6 +125,8 @@ class LoadResult:
     distorted: str | None = None
     #: why the run was cut short (a deadline, e.g. the test's pytest-timeout), None otherwise
     stopped_by: str | None = None
+    #: a run split over generator processes (``hosts=``, ``workers=``): each one's share
+    hosts: list[HostShare] = field(default_factory=list)
 
     # headline numbers -----------------------------------------------------------------------
     @property
@@ -228,6 +237,8 @@ class LoadResult:
             parts.append(
                 "error types: " + ", ".join(f"{k} {v}" for k, v in sorted(self.error_types.items()))
             )
+        if self.hosts:
+            parts.append(_generators_text(self.hosts))
         if self.interrupted:
             parts.append("INTERRUPTED: partial results")
         return "; ".join(parts)
@@ -269,6 +280,7 @@ class LoadResult:
             "target": self.target,
             "distorted": self.distorted,
             "stopped_by": self.stopped_by,
+            "hosts": [h.to_dict() for h in self.hosts],
         }
 
     @classmethod
@@ -300,7 +312,102 @@ class LoadResult:
             target=data["target"],
             distorted=data.get("distorted"),
             stopped_by=data.get("stopped_by"),
+            hosts=[HostShare.from_dict(h) for h in data.get("hosts", ())],
         )
+
+
+@dataclass
+class HostShare:
+    """One generator process's part of a run split over ``hosts=`` (or ``workers=``): what it
+    measured on its own (``result``, with its histogram) and how hard it worked for it.
+
+    ``cpu`` is the CPU time of the generator process over its run as a percentage of one core
+    (100 % = one core busy all the time: a generator near it measured itself as much as the
+    server). ``clock_offset`` is its monotonic clock minus the controller's, as estimated
+    before the start, and ``clock_error`` the bound of that estimate (half the best round
+    trip): it started within ``clock_error + start_late`` of the agreed instant.
+    """
+
+    id: str  # gw0, gw1... (or the spec's id=), worker0... for workers=
+    spec: str  # the execnet gateway spec, "workers" for workers=
+    hostname: str
+    pid: int
+    local: bool  # shares this machine's loopback (same host and network namespace)
+    result: LoadResult
+    cpu_seconds: float = math.nan
+    wall_seconds: float = math.nan
+    start_late: float = 0.0  # seconds after the agreed start instant that it started
+    clock_offset: float = 0.0
+    clock_error: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return self.result.count
+
+    @property
+    def errors(self) -> int:
+        return self.result.errors
+
+    @property
+    def users(self) -> int:
+        return self.result.users
+
+    @property
+    def rps(self) -> float:
+        return self.result.rps
+
+    @property
+    def cpu(self) -> float:
+        """CPU of the generator process over its run, percent of one core."""
+        if not self.wall_seconds > 0:
+            return math.nan
+        return self.cpu_seconds / self.wall_seconds * 100
+
+    def summary(self) -> str:
+        where = self.hostname + (" (this machine)" if self.local else "")
+        cpu = f"{self.cpu:.0f} %" if math.isfinite(self.cpu) else "-"
+        return (
+            f"{self.id} {self.spec} on {where}: {self.count:,} requests, {self.rps:,.0f} req/s, "
+            f"errors {self.errors}, CPU {cpu}, started {self.start_late * 1e3:.1f} ms late "
+            f"(± {self.clock_error * 1e3:.2f} ms)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "spec": self.spec,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "local": self.local,
+            "result": self.result.to_dict(),
+            "cpu_seconds": self.cpu_seconds,
+            "wall_seconds": self.wall_seconds,
+            "start_late": self.start_late,
+            "clock_offset": self.clock_offset,
+            "clock_error": self.clock_error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostShare:
+        return cls(
+            id=data["id"],
+            spec=data["spec"],
+            hostname=data["hostname"],
+            pid=data["pid"],
+            local=data["local"],
+            result=LoadResult.from_dict(data["result"]),
+            cpu_seconds=data["cpu_seconds"],
+            wall_seconds=data["wall_seconds"],
+            start_late=data["start_late"],
+            clock_offset=data["clock_offset"],
+            clock_error=data["clock_error"],
+        )
+
+
+def _generators_text(hosts: list[HostShare]) -> str:
+    busiest = max(hosts, key=lambda h: h.cpu if math.isfinite(h.cpu) else -1.0)
+    cpu = f", busiest CPU {busiest.cpu:.0f} % ({busiest.id})" if math.isfinite(busiest.cpu) else ""
+    return f"{len(hosts)} generators{cpu}"
 
 
 def merge_results(parts: Iterable[LoadResult]) -> LoadResult:

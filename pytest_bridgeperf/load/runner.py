@@ -11,7 +11,15 @@ import asyncio
 import gc
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -168,9 +176,12 @@ def run_load(
     progress: ProgressCallback | None = None,
     runner: asyncio.Runner | None = None,
     deadline: Deadline | None = None,
+    default_hosts: Sequence[str] = (),
 ) -> LoadResult:
     """Run a load test to completion on ``runner``'s event loop, or on a fresh one (uvloop when
-    installed). A ``deadline`` cuts the run short (``result.stopped_by`` says so)."""
+    installed). A ``deadline`` cuts the run short (``result.stopped_by`` says so);
+    ``default_hosts`` are the generators of a run that names neither ``hosts=`` nor
+    ``workers=`` (ini ``perf_load_hosts``)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -204,6 +215,7 @@ def run_load(
         max_duration=max_duration,
         progress=progress,
         deadline=deadline,
+        default_hosts=default_hosts,
     )
     if runner is not None:
         return runner.run(coro)
@@ -223,9 +235,13 @@ async def arun_load(
     max_duration: float = 60.0,
     progress: ProgressCallback | None = None,
     deadline: Deadline | None = None,
+    default_hosts: Sequence[str] = (),
 ) -> LoadResult:
     """Run a load test on the running event loop (an in-process app may share it). A run in
     which every request failed raises :class:`LoadError` unless ``expect_errors=True``."""
+    runs_here = callable(target) and not _is_app(target)  # a callable runs in this process
+    if default_hosts and not ({"hosts", "workers"} & set(options)) and not runs_here:
+        options = {**options, "hosts": list(default_hosts)}
     stop = StopSignal()
     with hold_alarm(stop, asyncio.get_running_loop()):
         result = await _arun(
@@ -293,6 +309,10 @@ async def _run_url(
     stops: Stops,
 ) -> LoadResult:
     label = _label(opts, "")
+    if opts.hosts:
+        from .hosts import run_hosts
+
+        return await run_hosts(target, opts, label, hosts, progress, stops)
     if opts.workers > 1:
         from .workers import run_workers
 

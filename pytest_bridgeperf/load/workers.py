@@ -3,12 +3,15 @@
 Each worker gets ``users/N`` users (and ``rate/N``, ``requests/N``), connects, reports ready, and
 starts at a common ``CLOCK_MONOTONIC`` instant chosen by the parent. Results travel back as plain
 data with the HDR histograms in their standard compressed encoding, so merging loses nothing.
+
+The split, the start instant, what a worker measures about itself and the merge are shared with
+``hosts=`` (``generators.py``); the transport stays its own: a socketpair to a plain
+subprocess, which can also run a pickled callable target.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import pickle
 import select
@@ -22,36 +25,22 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .engine import ProgressCallback, check_rate
+from .generators import (
+    START_LEAD_NS,
+    GeneratorUsage,
+    local_start_ns,
+    merge_shares,
+    split_options,
+)
 from .interrupts import TIMEOUT_SIGNAL, Deadline, Stops, mark_worker_process, sigint_stops
 from .options import LoadOptionError, LoadOptions
-from .result import LoadResult, merge_results
+from .result import HostShare, LoadResult
 from .safety import parse_url
 
 __all__ = ["run_workers", "split_options"]
 
 _READY_TIMEOUT = 60.0
 _WORKER_EXIT_S = 0.5
-
-
-def split_options(opts: LoadOptions) -> list[LoadOptions]:
-    n = opts.workers
-    parts = []
-    for i in range(n):
-        users = opts.users // n + (1 if i < opts.users % n else 0)
-        requests = None
-        if opts.requests is not None:
-            requests = opts.requests // n + (1 if i < opts.requests % n else 0)
-        parts.append(
-            dataclasses.replace(
-                opts,
-                users=users,
-                workers=1,
-                rate=opts.rate / n if opts.rate is not None else None,
-                requests=requests,
-                progress=False,
-            )
-        )
-    return [p for p in parts if p.requests != 0]
 
 
 _CHILD_CODE = "import sys; from pytest_bridgeperf.load.workers import child_main; child_main()"
@@ -66,10 +55,12 @@ def child_main() -> None:
     try:
         sys.path[:] = conn.recv()
         target, opts, label, hosts, deadline = pickle.loads(conn.recv_bytes())
-        result = _child_run(conn, target, opts, label, hosts, deadline)
+        usage = GeneratorUsage()
+        result = _child_run(conn, target, opts, label, hosts, deadline, usage)
+        usage.end()
         if result.distorted:  # the parent records: say where the tracer was
             result.distorted = f"{result.distorted} in a perf_load worker process"
-        conn.send(("result", result.to_dict()))
+        conn.send(("result", result.to_dict(), usage.to_dict()))
     except BaseException as exc:  # report everything: the parent raises it with context
         try:
             conn.send(("error", type(exc).__name__, str(exc), _picklable(exc)))
@@ -94,6 +85,7 @@ def _child_run(
     label: str,
     hosts: tuple[str, ...],
     deadline: Deadline | None,
+    usage: GeneratorUsage,
 ) -> LoadResult:
     from .runner import _is_async_callable, _uvloop_factory, execute
 
@@ -103,7 +95,8 @@ def _child_run(
         conn.send(("ready",))
         start_at = int(conn.recv())
         _exit_with_parent(conn)
-        return time.perf_counter_ns() + (start_at - time.monotonic_ns())
+        usage.begin(start_at)
+        return local_start_ns(start_at)
 
     if isinstance(target, str):
         parsed = parse_url(target)
@@ -238,17 +231,30 @@ async def run_workers(
                 proc.wait()
         for conn in conns:
             conn.close()
-    results: list[LoadResult] = []
-    for message in messages:
+    shares: list[HostShare] = []
+    hostname = socket.gethostname()
+    for i, message in enumerate(messages):
         if message[0] == "error":
             _, kind, text, error = message
             if isinstance(error, BaseException):
                 raise error
             raise RuntimeError(f"a perf_load worker failed: {kind}: {text}")
-        results.append(LoadResult.from_dict(message[1]))
-    result = merge_results(results)
+        _, data, usage = message
+        shares.append(
+            HostShare(
+                id=f"worker{i}",
+                spec="workers",
+                hostname=hostname,
+                pid=procs[i].pid,
+                local=True,
+                result=LoadResult.from_dict(data),
+                cpu_seconds=usage["cpu_seconds"],
+                wall_seconds=usage["wall_seconds"],
+                start_late=usage["start_late"],
+            )
+        )
+    result = merge_shares(shares)
     result.name = label
-    result.workers = len(results)
     result.interrupted = (result.interrupted or interrupted[0]) and not halted[0]
     if halted[0]:
         result.stopped_by = TIMEOUT_SIGNAL
@@ -278,7 +284,7 @@ def _collect(
             if i not in messages:
                 proc.kill()
         return [m for m in messages.values() if m[0] == "error"][:1]
-    start_at = time.monotonic_ns() + 50_000_000
+    start_at = time.monotonic_ns() + START_LEAD_NS
     for conn in conns:
         conn.send(start_at)
     end = time.monotonic() + 0.05 + opts.warmup + opts.run_length + opts.timeout + 30
