@@ -114,6 +114,10 @@ class FunctionStat:
     own: float
     #: seconds from entry to return, everything it calls included (cProfile's cumtime)
     cumulative: float
+    #: the function of the user's code that called it for most of its time, and that share
+    #: (a shared helper made slow is named with the caller that pays for it)
+    via: str = ""
+    via_share: float = 0.0
 
     @property
     def location(self) -> str:
@@ -123,8 +127,15 @@ class FunctionStat:
     def label(self) -> str:
         return f"{self.file}:{self.line} {self.name}"
 
+    @property
+    def shown(self) -> str:
+        """The label, with the main caller: ``app/db.py:5 busy ← serialize_item (98 %)``."""
+        if not self.via:
+            return self.label
+        return f"{self.label} ← {self.via} ({self.via_share * 100:.0f} %)"
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "calls": self.calls,
             "cumulative": _round(self.cumulative),
             "file": self.file,
@@ -132,6 +143,10 @@ class FunctionStat:
             "line": self.line,
             "own": _round(self.own),
         }
+        if self.via:
+            data["via"] = self.via
+            data["via_share"] = round(self.via_share, 2)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FunctionStat:
@@ -143,6 +158,8 @@ class FunctionStat:
                 calls=int(data["calls"]),
                 own=float(data["own"]),
                 cumulative=float(data["cumulative"]),
+                via=str(data.get("via", "")),
+                via_share=float(data.get("via_share", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a profiled function: {dict(data)!r:.200} ({exc})") from None
@@ -270,10 +287,15 @@ def summarize(stats: RawStats, root: Path | None = None) -> Profile:
     total = math.fsum(value[2] for value in stats.values())
     functions = []
     for key, seconds in own.items():
-        _cc, nc, _tt, ct, _callers = stats[key]
+        _cc, nc, _tt, ct, callers = stats[key]
         filename, line, name = key
+        mine = [(edge[3], caller) for caller, edge in callers.items() if user.get(caller)]
+        via, share = "", 0.0
+        if mine and ct > 0:
+            spent, caller = max(mine)
+            via, share = caller[2], min(1.0, spent / ct)
         functions.append(
-            FunctionStat(_display(filename, root), line, name, nc, min(seconds, ct), ct)
+            FunctionStat(_display(filename, root), line, name, nc, min(seconds, ct), ct, via, share)
         )
     functions.sort(key=lambda f: (-f.own, -f.cumulative, f.file, f.line))
     folded = math.fsum(f.own for f in functions)
@@ -354,7 +376,7 @@ def format_profile(profile: Profile, top: int = TOP) -> str:
         for f in functions:
             lines.append(
                 f"  {format_duration(f.own):>9}  {format_duration(f.cumulative):>10}  "
-                f"{f.calls:>9,}  {f.label}"
+                f"{f.calls:>9,}  {f.shown}"
             )
     share = profile.library / profile.total * 100 if profile.total > 0 else 0.0
     outside = (
@@ -384,8 +406,25 @@ class FunctionChange:
     after: FunctionStat | None
 
     @property
+    def more_calls(self) -> bool:
+        """Called more often (a function missing from one profile's kept list is not known
+        to be: its time there is unknown, not nothing)."""
+        return (
+            self.before is not None
+            and self.after is not None
+            and self.after.calls > self.before.calls
+        )
+
+    @property
     def growth(self) -> float:
-        return (self.after.own if self.after else 0.0) - (self.before.own if self.before else 0.0)
+        """How much more the function costs: for one called more often, the growth of its
+        cumulative time (an N+1: the function whose calls multiplied, with all they do, ranks
+        above the helpers it calls); otherwise of its own time (a function made slower, not
+        its callers)."""
+        which = "cumulative" if self.more_calls else "own"
+        after = getattr(self.after, which) if self.after else 0.0
+        before = getattr(self.before, which) if self.before else 0.0
+        return float(after - before)
 
     @property
     def function(self) -> FunctionStat:
@@ -441,14 +480,16 @@ def format_diff(
     top: int = DIFF_TOP,
 ) -> str:
     """``+3.1 ms  app/items.py:46 serialize_item (1,000 calls → 11,000 calls)`` lines: the
-    functions whose own time grew the most, then the time outside the user's code."""
+    functions whose cost grew the most (:attr:`FunctionChange.growth`), then the time outside
+    the user's code."""
     changes = diff_profiles(before, after)
     # below 1 % of the run (or 50 µs), a difference between two single runs is noise
     floor = max(5e-5, 0.01 * max(before.total, after.total))
     grown = [c for c in changes if c.growth > floor][:top]
     lines = [
         f"time that grew the most, {before_name} → {after_name} (one profiled run each: "
-        f"{format_duration(before.total)} → {format_duration(after.total)} on the test's thread):"
+        f"{format_duration(before.total)} → {format_duration(after.total)} on the test's "
+        "thread; own time, or cumulative for a function called more often):"
     ]
     if not grown:
         lines.append(f"  no function of your code grew by more than {format_duration(floor)}")
