@@ -276,6 +276,14 @@ def _link(path: str, links: Mapping[str, Any]) -> str:
     return path
 
 
+def _via(function: Mapping[str, Any]) -> str:
+    """The caller that pays for most of a function's time."""
+    if not function.get("via"):
+        return ""
+    share = float(function.get("via_share", 0.0)) * 100
+    return f' <small class="how">← {escape(str(function["via"]))} ({share:.0f} %)</small>'
+
+
 def _profile_block(profile: Any, links: Mapping[str, Any]) -> str:
     """Where the time went: the test's top functions, the files, the diff and lines=."""
     if not isinstance(profile, Mapping):
@@ -291,7 +299,7 @@ def _profile_block(profile: Any, links: Mapping[str, Any]) -> str:
             f'<td class="num">{escape(format_duration(float(function.get("cumulative", 0.0))))}'
             f'</td><td class="num">{int(function.get("calls", 0)):,}</td>'
             f'<td class="fp">{escape(str(function.get("file")))}:{int(function.get("line", 0))}'
-            f" <b>{escape(str(function.get('function')))}</b></td></tr>"
+            f" <b>{escape(str(function.get('function')))}</b>{_via(function)}</td></tr>"
         )
     library = float(profile.get("library") or 0.0)
     share = library / total * 100 if total > 0 else 0.0

@@ -256,10 +256,11 @@ def _profile_section(profile: Any) -> list[str]:
     ]
     for number, function in enumerate(profile["functions"][:PROFILE_TOP], 1):
         where = f"{function.get('file')}:{function.get('line')} {function.get('function')}"
+        via = f", called from {_code(str(function['via']))}" if function.get("via") else ""
         share = float(function.get("own", 0.0)) / total * 100 if total > 0 else 0.0
         out.append(
             f"{number}. {_code(where)} — own {format_duration(float(function.get('own', 0.0)))}"
-            f" ({share:.0f} %), {int(function.get('calls', 0)):,} calls"
+            f" ({share:.0f} %), {int(function.get('calls', 0)):,} calls{via}"
         )
     out.append("")
     diff = str(profile.get("diff") or "")
