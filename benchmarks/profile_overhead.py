@@ -55,7 +55,8 @@ def suite(mode: str) -> float:
     return elapsed
 
 
-def workloads() -> dict[str, Callable[[], Any]]:
+def workloads() -> tuple[dict[str, Callable[[], Any]], Callable[[], None]]:
+    """The work, and what closes the app's server and client afterwards."""
     sys.path.insert(0, str(EXAMPLE))
     from aiohttp.test_utils import TestClient, TestServer
     from bridge_app import (
@@ -85,12 +86,18 @@ def workloads() -> dict[str, Callable[[], Any]]:
     def fib(n: int) -> int:
         return n if n < 2 else fib(n - 1) + fib(n - 2)
 
+    def close() -> None:
+        loop.run_until_complete(client.close())
+        loop.close()
+        session.close()
+        engine.dispose()
+
     return {
         "statistics query": lambda: compute_statistics(session),
         "page of 100 dashboards + json": lambda: json.dumps(list_dashboards(session, pagination)),
         "20 HTTP requests, app in process": lambda: loop.run_until_complete(requests()),
         "fib(20): 22k calls": lambda: fib(20),
-    }
+    }, close
 
 
 def bare(work: Callable[[], Any]) -> tuple[float, int]:
@@ -146,7 +153,8 @@ def main() -> None:
     else:
         profilers["pyinstrument"] = under_pyinstrument
     print(f"profilers on the app's work (median of {args.repeat}; ratio to bare):")
-    for name, work in workloads().items():
+    works, close = workloads()
+    for name, work in works.items():
         work()  # warm: compiled statements, filled caches
         seen: dict[str, list[tuple[float, int]]] = {p: [] for p in profilers}
         for index in range(args.repeat):
@@ -161,6 +169,7 @@ def main() -> None:
             extra = f", {samples:.0f} samples" if profiler == "pyinstrument" else ""
             cells.append(f"{profiler} {median * 1e3:.1f} ms ({median / base:.2f}x{extra})")
         print(f"  {name}: " + "; ".join(cells))
+    close()
 
 
 if __name__ == "__main__":

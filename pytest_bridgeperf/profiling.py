@@ -471,6 +471,21 @@ def _signed(seconds: float) -> str:
     return ("+" if seconds >= 0 else "−") + format_duration(abs(seconds))
 
 
+def _per_call(change: FunctionChange) -> str:
+    """``; 0.41 ms → 37.2 ms own per call`` where both the calls and the time per call changed:
+    a test that runs for a fixed time (``perf.measure``'s rounds, a load test's duration) does
+    fewer calls of a slower function, and the totals alone would hide how much slower."""
+    before, after = change.before, change.after
+    if before is None or after is None or before.calls == after.calls:
+        return ""
+    if before.calls <= 0 or after.calls <= 0:
+        return ""
+    old, new = before.own / before.calls, after.own / after.calls
+    if old > 0 and 2 / 3 <= new / old <= 1.5:
+        return ""  # the same cost per call: the calls tell it all (an N+1)
+    return f"; {format_duration(old)} → {format_duration(new)} own per call"
+
+
 def format_diff(
     before: Profile,
     after: Profile,
@@ -500,6 +515,7 @@ def format_diff(
         new = f"{change.after.calls:,} calls" if change.after else "—"
         absent = absent or change.before is None or change.after is None
         calls = old if old == new else f"{old} → {new}"
+        calls += _per_call(change)
         lines.append(f"  {_signed(change.growth):>10}  {f.label} ({calls})")
     lines.append(f"  {_signed(after.library - before.library):>10}  outside your code")
     if absent:

@@ -375,3 +375,15 @@ def test_line_report() -> None:
     assert lines[0].startswith("line by line (line_profiler): test_profile_core.py:")
     loop = next(line for line in lines if line.rstrip().endswith("total += i"))
     assert loop.split()[1] == "2,000"  # hits: exact
+
+
+def test_a_fixed_time_run_shows_the_time_per_call() -> None:
+    # perf.measure under the profiler runs rounds until its max_time: a slower function is
+    # called fewer times in the same two seconds
+    before = _profile(("page", 148, 0.060, 0.060), total=2.0)
+    after = _profile(("page", 47, 1.750, 1.750), total=2.0)
+    text = profiling.format_diff(before, after, before_name="main")
+    assert (
+        "+1.69 s  app/items.py:40 page (148 calls → 47 calls; 405 µs → 37.2 ms own per call)"
+        in (text)
+    )
