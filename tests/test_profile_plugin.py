@@ -18,7 +18,9 @@ import re
 # pytester forgets modules imported during in-process runs; importing these here keeps them
 # from being re-imported by every run (see test_plugin_confirm.py)
 import hypothesis  # noqa: F401
+import jsonschema
 import pytest
+from test_profile_core import SPEEDSCOPE
 
 HELPERS = """
 import time
@@ -403,6 +405,9 @@ def test_artifacts_are_written_and_linked(pytester: pytest.Pytester) -> None:
     assert prof.with_suffix(".speedscope.json") in files
     stats = pstats.Stats(str(prof))  # what snakeviz opens
     assert any(name == "slow_path" for _, _, name in stats.stats)
+    scope = json.loads(prof.with_suffix(".speedscope.json").read_text())
+    jsonschema.validate(scope, SPEEDSCOPE)
+    assert any(frame["name"] == "slow_path" for frame in scope["shared"]["frames"])
     result.stdout.fnmatch_lines([f"  files: out/profiles/{prof.name}, out/profiles/*.json"])
     html = (pytester.path / "reports" / "perf.html").read_text()
     # linked relative to the page, which is in another directory than the rootdir
