@@ -7,7 +7,8 @@ Layout (schema 1)::
         "<env>": {
           "machines": {"<id>": {"cores": 2, "cpu": "...", "platform": "...", "python": "..."}},
           "tests": {
-            "<nodeid>": {"machine": "<id>", "metrics": {"<name>": {<metric entry>}}}
+            "<nodeid>": {"machine": "<id>", "metrics": {"<name>": {<metric entry>}},
+                         "profile": {<top functions; only with ini perf_profile_baseline>}}
           }
         }
       },
@@ -303,6 +304,23 @@ class _Checker:
             summary={k: float(v) for k, v in summary.items()},
             details=details,
         )
+
+    def profile(self, raw: Any, where: str) -> None:
+        """A stored profile (ini perf_profile_baseline): its top functions, see profiling.py."""
+        entry = self.obj(raw, where)
+        functions = entry.get("functions")
+        if not isinstance(functions, list):
+            raise self.fail(f"{where}.functions", f"expected a list, got {_kind(functions)}")
+        for index, function in enumerate(functions):
+            fwhere = f"{where}.functions[{index}]"
+            function = self.obj(function, fwhere)
+            self.string(function.get("file"), f"{fwhere}.file")
+            self.string(function.get("function"), f"{fwhere}.function")
+            for key in ("line", "calls", "own", "cumulative"):
+                self.number(function.get(key), f"{fwhere}.{key}")
+        for key in ("total", "library", "idle"):
+            if key in entry:
+                self.number(entry[key], f"{where}.{key}")
 
 
 def _kind(value: Any) -> str:
@@ -822,6 +840,8 @@ class Baseline:
                 metrics = check.obj(test.get("metrics"), f"{twhere}.metrics")
                 for name, raw in metrics.items():
                     check.metric(name, raw, f"{twhere}.metrics{_key(name)}")
+                if "profile" in test:
+                    check.profile(test["profile"], f"{twhere}.profile")
         return document
 
     # reading -------------------------------------------------------------------------------
@@ -853,6 +873,13 @@ class Baseline:
             self._parsed[key] = parsed
         return self._parsed[key]
 
+    def profile(self, env: str, nodeid: str) -> dict[str, Any] | None:
+        """The profile stored for ``nodeid`` by ``--perf-update`` with ini
+        ``perf_profile_baseline`` (validated when loaded), or None."""
+        test = self.tests(env).get(nodeid)
+        found = test.get("profile") if isinstance(test, dict) else None
+        return found if isinstance(found, dict) else None
+
     def environments(self) -> list[str]:
         return sorted(self._doc["environments"])
 
@@ -863,19 +890,29 @@ class Baseline:
         nodeid: str,
         entries: Mapping[str, dict[str, Any]],
         fingerprint: Mapping[str, Any],
+        profile: Mapping[str, Any] | None = None,
     ) -> None:
-        """Replace the entry of ``nodeid`` in ``env`` with ``entries`` (metric name → entry)."""
+        """Replace the entry of ``nodeid`` in ``env`` with ``entries`` (metric name → entry)
+        and, with ini ``perf_profile_baseline``, the test's top functions (``profile``)."""
         environment = self._doc["environments"].setdefault(env, {})
         machines = environment.setdefault("machines", {})
         tests = environment.setdefault("tests", {})
         mid = machine_id(fingerprint)
         machines[mid] = dict(fingerprint)
         metrics = {k: copy.deepcopy(v) for k, v in entries.items()}
+        stored = copy.deepcopy(dict(profile)) if profile is not None else None
         old = tests.get(nodeid)
-        if isinstance(old, dict) and old.get("machine") == mid and old.get("metrics") == metrics:
+        if (
+            isinstance(old, dict)
+            and old.get("machine") == mid
+            and old.get("metrics") == metrics
+            and old.get("profile") == stored
+        ):
             return  # the same measurement: keep the entry, and its time, byte for byte
         # when it was measured: the merge driver takes the newer of two updates of one test
         tests[nodeid] = {"machine": mid, "metrics": metrics, "updated": now_stamp()}
+        if stored is not None:
+            tests[nodeid]["profile"] = stored
         self._parsed.pop((env, nodeid), None)
 
     def remove_test(self, env: str, nodeid: str) -> None:

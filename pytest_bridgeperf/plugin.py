@@ -21,7 +21,7 @@ from .evaluation import report_row
 from .metrics import BUDGET_HELP, BUDGET_KEYS, Budgets
 from .rounds import BodyProbes, RoundRunner
 from .settings import DEFAULTS, Settings, SettingsError, resolve
-from .state import budgets_key, fresh_recorder, recorder_for, settings_key
+from .state import budgets_key, fresh_recorder, lines_key, recorder_for, settings_key
 
 pytest_plugins = ["pytest_bridgeperf.fixtures"]
 
@@ -52,7 +52,8 @@ def _marker_help() -> str:
     return (
         "perf(**budgets): a performance test, run only with --perf; its metrics are compared "
         f"with the baseline. Budgets are absolute limits checked on every run — {budgets}. "
-        "Durations like '50ms', sizes like '64MB'/'64MiB', percentages like '1%'."
+        "Durations like '50ms', sizes like '64MB'/'64MiB', percentages like '1%'. "
+        "lines=[func, ...]: when the test is profiled, also time these functions line by line."
     )
 
 
@@ -191,6 +192,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"(default: {DEFAULTS['perf_against_warmup']})",
         default=DEFAULTS["perf_against_warmup"],
     )
+    # where the time went (profiling.py)
+    value(
+        "--perf-profile",
+        "perf_profile",
+        "MODE",
+        "profile one more run of a perf test under cProfile and list its top functions: off, "
+        "on-regression (a test whose timing regressed or broke a latency budget) or always",
+    )
+    value(
+        "--perf-artifacts",
+        "perf_artifacts",
+        "DIR",
+        "keep each profile in DIR, relative to the rootdir (.prof for pstats/snakeviz, "
+        "speedscope JSON)",
+    )
+    parser.addini(
+        "perf_profile_baseline",
+        "with --perf-update: store each perf test's top functions in the baseline, so that a "
+        "later regression lists the functions whose time grew (default: false)",
+        type="bool",
+        default=False,
+    )
     parser.addini(
         "perf_alpha",
         "timing verdicts use 1 - alpha confidence intervals of the change "
@@ -230,7 +253,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "perf", "perf_baseline", "perf_update", "perf_accept", "perf_prune", "perf_tolerance",
         "perf_env", "perf_report", "perf_strict", "perf_min_delta", "perf_memory_lines",
         "perf_confirm", "perf_against", "perf_against_python",
-        "perf_markdown", "perf_html", "perf_openmetrics",
+        "perf_markdown", "perf_html", "perf_openmetrics", "perf_profile", "perf_artifacts",
     )  # fmt: skip
     cli = {name: config.getoption(name, None) for name in names}
     cli["quiet"] = config.get_verbosity() < 0
@@ -314,6 +337,14 @@ def _parse_budgets(item: pytest.Item) -> Budgets:
                 f"(e.g. p95='50ms'), got positional {marker.args!r}"
             )
         merged.update(marker.kwargs)
+    if "lines" in merged:
+        # not a budget: the functions to time line by line when the test is profiled
+        from .profiling import parse_lines
+
+        try:
+            item.stash[lines_key] = parse_lines(merged.pop("lines"))
+        except ValueError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.perf: {exc}") from None
     try:
         return Budgets.parse(merged)
     except ValueError as exc:
@@ -430,7 +461,13 @@ class PerfSession:
                 for name in outcome.payload["kept"]:
                     if name in old:
                         entries[name] = old[name]
-                baseline.set_test(env, nodeid, entries, outcome.payload["machine"])
+                baseline.set_test(
+                    env,
+                    nodeid,
+                    entries,
+                    outcome.payload["machine"],
+                    profile=outcome.payload.get("baseline_profile"),  # perf_profile_baseline
+                )
                 self.written.append(nodeid)
                 changed = True
         if self.settings.prune:
@@ -466,6 +503,8 @@ class PerfSession:
                 "outcome": "failed" if self.outcomes[nodeid].failed else "passed",
                 "metrics": payload["metrics"],
                 "tolerance": payload["tolerance"],
+                # where the time went (profiling.py): only for profiled tests
+                **({"profile": payload["profile"]} if payload.get("profile") else {}),
             }
             for nodeid, payload in sorted(self._results())
         }
@@ -490,6 +529,8 @@ class PerfSession:
             "environment": env,
             "machine": self.fingerprint,
             "baseline": str(self.settings.baseline_path),
+            # what the profiles' file paths are relative to (--perf-artifacts)
+            "rootdir": str(self.config.rootpath),
             # --perf-against: what the run compared with instead of the baseline
             "against": {"ref": self.settings.against, "label": self.against}
             if self.against

@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,10 +31,19 @@ from .evaluation import Evaluation, evaluate
 from .metrics import Budgets, Metric
 from .report.junit import junit_properties
 from .settings import Settings
-from .state import RoundContext, budgets_key, recorder_for, round_key, settings_key
+from .state import (
+    RoundContext,
+    budgets_key,
+    lines_key,
+    recorder_for,
+    round_key,
+    settings_key,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
+
+    from .profiling import Profile
 
 __all__ = ["BodyProbes", "RoundRunner"]
 
@@ -53,6 +63,11 @@ class BodyProbes:
         if budgets is None:
             return (yield)
         context = item.stash.get(round_key, None) or RoundContext()
+        if context.mode in PROFILE_RUNS:
+            # where the time went: the body alone under the profiler (the other probes' hooks
+            # would show in the profile); the run records nothing that is judged
+            with _profile_probe(item, context):
+                return (yield)
         recorder = recorder_for(item)
         with contextlib.ExitStack() as stack:
             for keys, module in _BODY_PROBES:
@@ -78,6 +93,79 @@ class BodyProbes:
 def _probe_of(module: ModuleType) -> Callable[..., Any]:
     probe: Callable[..., Any] = module.body_probe
     return probe
+
+
+# ---------------------------------------------------------------------------------------------
+# where the time went (issue 13; the profiler and its messages are in profiling.py)
+
+#: The explaining runs of a profile: cProfile over the body, then line_profiler over lines=.
+PROFILE_RUNS = ("explain-profile", "explain-lines")
+
+
+@contextlib.contextmanager
+def _profile_probe(item: pytest.Item, context: RoundContext) -> Iterator[None]:
+    """One explaining run under a profiler: the profile goes to ``context.profile`` (and its
+    files to ``context.profile_to``), the line-by-line text to ``context.explanations``."""
+    from . import profiling
+
+    root = Path(item.config.rootpath)
+    if context.mode == "explain-lines":
+        lines = profiling.LineRun(())
+        try:
+            with profiling.line_profiling(_lines_of(item)) as lines:
+                yield
+        finally:
+            context.explanations[profiling.EXPLAIN_KEY] = profiling.format_line_report(lines, root)
+        return
+    run = profiling.ProfileRun()
+    try:
+        with profiling.profiling(root) as run:
+            yield
+    finally:
+        if run.unavailable:
+            context.explanations[profiling.EXPLAIN_KEY] = run.unavailable
+        profile = run.profile
+        if profile is not None and context.profile_to:
+            try:
+                profiling.write_artifacts(profile, Path(context.profile_to), root, item.nodeid)
+            except OSError as exc:  # the listing still stands; say why the files are missing
+                profile.note = "; ".join(
+                    x for x in (profile.note, f"its files could not be written: {exc}") if x
+                )
+        context.profile = profile
+
+
+def _lines_of(item: pytest.Item) -> tuple[Callable[..., Any], ...]:
+    empty: tuple[Callable[..., Any], ...] = ()
+    return item.stash.get(lines_key, empty)
+
+
+def _profile_modes(
+    settings: Settings,
+    evaluation: Evaluation,
+    metrics: dict[str, Metric],
+    lines: Sequence[Callable[..., Any]],
+) -> list[str]:
+    """The profiling runs after a verdict: for a timing failure (a regression or a broken
+    latency/throughput budget) with ``--perf-profile=on-regression``, for every test with
+    ``always``, and under ``--perf-update`` with ini ``perf_profile_baseline`` (to store it)."""
+    if settings.profile == "off":
+        return []
+    timing = any(
+        _is_timing(metrics.get(f.metric))
+        for f in evaluation.failures
+        if f.metric is not None and f.kind in ("regression", "budget")
+    )
+    store = settings.update and settings.profile_baseline
+    if not (timing or store or settings.profile == "always"):
+        return []
+    if lines and (timing or settings.profile == "always"):
+        return list(PROFILE_RUNS)
+    return ["explain-profile"]
+
+
+def _is_timing(metric: Metric | None) -> bool:
+    return metric is not None and (metric.unit == "s" or metric.role in ("latency", "rps"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,11 +266,20 @@ class _Rounds:
         self.number = 0
         self.call_duration = 0.0
         self.earlier_verdict = False  # the verdict shown is an earlier run's
+        self.lines = _lines_of(item)  # the marker's lines= functions
+        self.profile: Profile | None = None  # what the explain-profile run found
+        self.profile_diff = ""  # ... compared with the baseline's stored profile
+        self.profile_lines = ""  # the lines= timings
 
     def _one(self, mode: str) -> tuple[list[pytest.TestReport], RoundContext]:
         """One run's setup and call (its teardown waits for the decision on what follows)."""
         self.number += 1
         context = RoundContext(mode=mode, number=self.number)
+        artifacts = self.runner.settings.artifacts_dir
+        if mode == "explain-profile" and artifacts is not None:
+            from .profiling import artifact_stem
+
+            context.profile_to = str(artifact_stem(artifacts, self.item.nodeid))
         self.item.stash[round_key] = context
         reports = itemrun.setup_and_call(self.item)
         if len(reports) == 2:
@@ -209,7 +306,14 @@ class _Rounds:
             metrics = dict(recorder_for(item).metrics) if len(reports) == 2 else {}
             decided_now = False
             if mode.startswith("explain"):
-                explanations.update(context.explanations)
+                if mode in PROFILE_RUNS:
+                    # the profile and its lines share one heading: joined, not replaced
+                    self.profile = context.profile or self.profile
+                    for name, text in context.explanations.items():
+                        joined = (explanations.get(name, ""), text)
+                        explanations[name] = "\n".join(x for x in joined if x)
+                else:
+                    explanations.update(context.explanations)
                 if not passed:
                     explanations.setdefault(
                         _explained_metric(mode),
@@ -260,11 +364,17 @@ class _Rounds:
 
                             broken = {f.metric for f in evaluation.failures if f.metric is not None}
                             explaining = explain_modes(self.budgets, broken, settings.memory_lines)
+                        # then where the time went: profiled runs, never measured
+                        explaining += _profile_modes(
+                            settings, evaluation, measurement.metrics, self.lines
+                        )
             more = bool(pending or explaining)
             if decided_now:
                 deciding = reports
             if not more:
                 assert deciding is not None
+                if self.profile is not None:
+                    self._where_the_time_went(explanations)
                 if verdict is not None and explanations:
                     _explain(verdict, explanations)
                 # made while this run's fixtures are still up (plugins' makereport hooks read
@@ -288,6 +398,29 @@ class _Rounds:
                 assert deciding is not None
                 return [*deciding, teardown]
 
+    def _where_the_time_went(self, explanations: dict[str, str]) -> None:
+        """The profile's listing, and its diff with the baseline's stored profile, first under
+        their heading (the lines= timings follow)."""
+        from .profiling import EXPLAIN_KEY, Profile, format_diff, format_profile
+
+        assert self.profile is not None
+        runner = self.runner
+        parts = [format_profile(self.profile)]
+        stored = runner.baseline.profile(runner.settings.env, self.item.nodeid)
+        if stored is not None:
+            try:
+                before = Profile.from_json(stored)
+            except ValueError as exc:
+                parts.append(f"(the baseline's stored profile cannot be read: {exc})")
+            else:
+                self.profile_diff = format_diff(
+                    before, self.profile, before_name="the baseline's profile"
+                )
+                parts.append(self.profile_diff)
+        self.profile_lines = explanations.get(EXPLAIN_KEY, "")
+        parts.append(self.profile_lines)
+        explanations[EXPLAIN_KEY] = "\n".join(x for x in parts if x)
+
     def _finalize(
         self, reports: list[pytest.TestReport], evaluation: Evaluation | None
     ) -> list[pytest.TestReport]:
@@ -307,6 +440,8 @@ class _Rounds:
                 call.sections.append((title, evaluation.message()))
         payload = evaluation.payload(self.runner.machine, self.runner.worker)
         payload["test_failed"] = failed_on_its_own
+        if self.profile is not None:
+            payload.update(_profile_payload(self))
         call.bridgeperf = payload  # type: ignore[attr-defined]
         # JUnit XML takes properties from the teardown report, made from the item's list later
         properties = junit_properties(evaluation.rows)
@@ -392,7 +527,31 @@ def _is_perf_failure(report: pytest.TestReport) -> bool:
 
 
 def _explained_metric(mode: str) -> str:
+    if mode in PROFILE_RUNS:
+        from .profiling import EXPLAIN_KEY
+
+        return EXPLAIN_KEY
     return "rss" if mode.endswith("-rss") else "memory"
+
+
+def _profile_payload(rounds: _Rounds) -> dict[str, Any]:
+    """The profile in the test's report payload (for the reports), and what --perf-update
+    stores with ini perf_profile_baseline."""
+    from .profiling import STORED_TOP, TOP
+
+    profile = rounds.profile
+    assert profile is not None
+    report = profile.to_json(TOP)
+    report["diff"] = rounds.profile_diff
+    report["lines"] = rounds.profile_lines
+    payload: dict[str, Any] = {"profile": report}
+    settings = rounds.runner.settings
+    if settings.update and settings.profile_baseline:
+        stored = profile.to_json(STORED_TOP)
+        stored.pop("artifacts", None)  # this run's files: not for a committed baseline
+        stored.pop("note", None)
+        payload["baseline_profile"] = stored
+    return payload
 
 
 def _last_line(report: pytest.TestReport) -> str:

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, str] = {
     "perf_against_max_time": "120s",
     "perf_against_warmup": "1",
     "perf_against_load_duration": "",
+    "perf_profile": "on-regression",
 }
 
 
@@ -68,6 +69,10 @@ class Settings:
     against_warmup: int = 1  # unmeasured rounds per side before a test's first block
     against_load_duration: float | None = None  # cap of each perf_load duration in a round
     library_modules: tuple[str, ...] = ()  # ini perf_library_modules: call sites skip them
+    #: --perf-profile: off | on-regression | always (where the time went, profiling.py)
+    profile: str = "on-regression"
+    artifacts_dir: Path | None = None  # --perf-artifacts: where profiles are kept as files
+    profile_baseline: bool = False  # ini perf_profile_baseline: --perf-update stores a profile
 
 
 def _load_hosts(raw: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -257,6 +262,13 @@ def resolve(
         if load_cap_raw
         else None
     )
+    # where the time went (profiling.py): --perf-profile, --perf-artifacts, perf_profile_baseline
+    profile = _text(cli.get("perf_profile"), ini("perf_profile"), None, DEFAULTS["perf_profile"])
+    if profile not in ("off", "on-regression", "always"):
+        raise SettingsError(
+            f"--perf-profile / ini perf_profile = {profile!r}: expected off, on-regression "
+            "(profile a test whose timing regressed) or always (profile every perf test)"
+        )
     paths_raw: Sequence[str] | str | None = ini("perf_against_paths")
     if isinstance(paths_raw, str):
         paths_raw = paths_raw.split()
@@ -294,4 +306,7 @@ def resolve(
         html_path=output("perf_html"),
         openmetrics_path=output("perf_openmetrics"),
         library_modules=library_modules,
+        profile=profile,
+        artifacts_dir=output("perf_artifacts"),
+        profile_baseline=_flag(None, ini("perf_profile_baseline")),
     )

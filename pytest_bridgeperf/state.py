@@ -3,7 +3,9 @@ keeps state: no module globals, no attributes on ``config``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ __all__ = [
     "RoundContext",
     "budgets_key",
     "fresh_recorder",
+    "lines_key",
     "recorder_for",
     "round_key",
     "settings_key",
@@ -22,6 +25,8 @@ __all__ = [
 settings_key = pytest.StashKey[Settings]()
 #: the marker's budgets, parsed at collection (only perf tests have them)
 budgets_key = pytest.StashKey[Budgets]()
+#: the marker's ``lines=`` functions, validated at collection (perf tests that name some)
+lines_key = pytest.StashKey[tuple[Callable[..., Any], ...]]()
 _recorder_key = pytest.StashKey[Recorder]()
 
 
@@ -30,10 +35,15 @@ class RoundContext:
     """What the current run of a perf test is for (set by whoever runs the rounds)."""
 
     #: measure | confirm | heap | explain-sites | explain-lines-heap | explain-lines-rss | warmup
+    #: | explain-profile | explain-lines (the last two: where the time went, profiling.py)
     mode: str = "measure"
     number: int = 1
     #: explanations left by the body probes of an explaining run, per metric name
     explanations: dict[str, str] = field(default_factory=dict)
+    #: an ``explain-profile`` run: where to write its profile's files (a path without suffix;
+    #: None: none written), and the profile it took (a ``profiling.Profile``)
+    profile_to: str | None = None
+    profile: Any = None
 
 
 round_key = pytest.StashKey[RoundContext]()

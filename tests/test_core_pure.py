@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-CORE = ["units", "intervals", "stats", "metrics", "baseline", "compare", "settings"]
+CORE = ["units", "intervals", "stats", "metrics", "baseline", "compare", "settings", "profiling"]
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,7 @@ import pytest
 
 from ..metrics import Budgets, Metric
 from ..settings import Settings
-from ..state import budgets_key
+from ..state import budgets_key, lines_key
 from .errors import AgainstError
 from .refs import Checkout, import_roots, open_checkout
 from .sides import Collected, Side
@@ -93,6 +93,8 @@ class AgainstRunner:
         self.files: list[str] = []
         self.seed = int.from_bytes(os.urandom(4), "big")
         self.trials: dict[str, TrialResult] = {}
+        #: where the time went, per test (the payload's "profile")
+        self.profiles: dict[str, dict[str, Any]] = {}
         self._failed_start: str | None = None
 
     # collection ----------------------------------------------------------------------------------
@@ -246,6 +248,9 @@ class AgainstRunner:
             result = trial.run(self._run_round(item.nodeid))
         except AgainstError as exc:
             return _error_reports(item, f"--perf-against: {exc}")
+        # where the time went: one profiled round on each side after a timing regression
+        if result.status == "compared" and wants_profile(settings.profile, result):
+            self._where_the_time_went(item, result)
         self.trials[item.nodeid] = result
         return self._reports_of(item, result, tolerance)
 
@@ -296,8 +301,92 @@ class AgainstRunner:
                 "status": result.status,
             },
         }
+        if item.nodeid in self.profiles:
+            call.bridgeperf["profile"] = self.profiles[item.nodeid]
         call.duration = result.elapsed
         return [setup, call, _report(item, "teardown", None)]
+
+    # where the time went (profiling.py) -------------------------------------------------------
+    def _where_the_time_went(self, item: pytest.Item, result: TrialResult) -> None:
+        """Profile the test once on each side (rounds of mode ``explain-profile``, never
+        measured), and add to the message A's top functions and the functions whose time grew
+        the most from B to A; with ``lines=``, A's line-by-line timings."""
+        from ..profiling import (
+            EXPLAIN_KEY,
+            TOP,
+            Profile,
+            artifact_stem,
+            format_diff,
+            format_profile,
+        )
+
+        nodeid = item.nodeid
+        label = self.checkout.label
+        profiles: dict[str, Profile] = {}
+        notes: list[str] = []
+        lines = ""
+        modes = ["explain-profile"]
+        if item.stash.get(lines_key, ()):
+            modes.append("explain-lines")
+        for side in ("B", "A"):  # A last: the line-by-line timings are this checkout's
+            for mode in modes if side == "A" else modes[:1]:
+                options: dict[str, Any] = {}
+                artifacts = self.settings.artifacts_dir
+                if mode == "explain-profile" and artifacts is not None:
+                    options["profile_to"] = str(artifact_stem(artifacts, nodeid, f"-{side}"))
+                try:
+                    found = self.sides[side].run_round(nodeid, mode=mode, options=options)
+                except AgainstError as exc:
+                    notes.append(f"(the profiled run on side {side} failed: {exc})")
+                    break
+                if found.outcome != "passed":
+                    reason = (found.longrepr or found.outcome).strip().splitlines()
+                    notes.append(f"(the profiled run on side {side} did not pass: {reason[-1]})")
+                if mode == "explain-lines":
+                    lines = found.explanations.get(EXPLAIN_KEY, "")
+                elif found.profile is not None:
+                    try:
+                        profiles[side] = Profile.from_json(found.profile)
+                    except ValueError as exc:
+                        notes.append(f"(side {side} sent no usable profile: {exc})")
+                elif found.explanations.get(EXPLAIN_KEY):
+                    notes.append(f"(side {side}: {found.explanations[EXPLAIN_KEY]})")
+        parts = list(notes)
+        diff = ""
+        mine = profiles.get("A")
+        if mine is not None:
+            parts.append(format_profile(mine))
+            if "B" in profiles:
+                diff = format_diff(
+                    profiles["B"], mine, before_name=label, after_name="this checkout"
+                )
+                parts.append(diff)
+        parts.append(lines)
+        text = "\n".join(x for x in parts if x)
+        if text:
+            result.explain[EXPLAIN_KEY] = text
+        if mine is not None:
+            report = mine.to_json(TOP)
+            report["diff"] = diff
+            report["lines"] = lines
+            if "B" in profiles and profiles["B"].artifacts:
+                report["against_artifacts"] = dict(profiles["B"].artifacts)
+            self.profiles[nodeid] = report
+
+
+def wants_profile(setting: str, result: TrialResult) -> bool:
+    """A trial is profiled with ``--perf-profile=always``, and with ``on-regression`` when a
+    timing metric (a duration, a throughput) regressed."""
+    if setting == "always":
+        return True
+    if setting != "on-regression":
+        return False
+    timing = {
+        row["name"]
+        for row in result.rows
+        if row.get("unit") == "s" or row.get("role") in ("latency", "rps")
+    }
+    return any(f.kind == "regression" and f.metric in timing for f in result.failures)
 
 
 def _failing(message: str) -> Any:

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -55,7 +55,8 @@ __all__ = [
 
 #: The message protocol spoken with a side's worker; ``worker.PROTOCOL`` is the same number
 #: (the worker cannot import this module: it runs before pytest_bridgeperf may be imported).
-PROTOCOL = 1
+#: 2: a round carries the profile and explanations of an explaining run (``RoundResult``).
+PROTOCOL = 2
 #: Tells code under test which side it runs on: ``A`` (this checkout) or ``B`` (the other).
 SIDE_ENV = "BRIDGEPERF_SIDE"
 OUTCOMES = ("passed", "failed", "skipped", "error", "missing")
@@ -145,6 +146,10 @@ class RoundResult:
     wall: float
     #: the error of tearing down the previous item's higher-scoped fixtures, if one raised
     finish_error: str | None = None
+    #: a round of mode ``explain-profile``: its profile (``profiling.Profile.to_json``)
+    profile: dict[str, Any] | None = None
+    #: what an explaining round found, by heading (``explain-lines``: the lines= timings)
+    explanations: dict[str, str] = field(default_factory=dict)
 
 
 def hash_seed(environ: Mapping[str, str] = os.environ) -> str:
@@ -377,6 +382,8 @@ class Side:
             sections=[(str(t), str(x)) for t, x in data["sections"]],
             wall=wall,
             finish_error=data.get("finish_error"),
+            profile=data.get("profile"),
+            explanations={str(k): str(v) for k, v in (data.get("explanations") or {}).items()},
         )
 
     def finish_item(self) -> str | None:

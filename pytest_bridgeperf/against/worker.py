@@ -15,6 +15,10 @@ Messages (tuples ``(name, dict)`` of plain data):
 - controller → side: ``start`` (args, files, import paths), ``run`` (nodeid, mode, options),
   ``finish``, ``shutdown``.
 
+A round run in mode ``explain-profile`` (where the time went, ``profiling.py``) brings back its
+profile (``Profile.to_json``; its files written at ``options["profile_to"]`` when given), one in
+mode ``explain-lines`` its line-by-line text in ``explanations``.
+
 The environment variable ``BRIDGEPERF_SIDE`` (``A`` or ``B``) tells code under test which side
 it runs on, as ``PYTEST_XDIST_WORKER`` does for xdist workers — e.g. to give each side its own
 test database name.
@@ -43,7 +47,8 @@ __all__ = ["PROTOCOL", "RoundRequest", "SidePlugin", "serve"]
 
 #: Version of the messages above. The controller refuses a side whose number differs (an
 #: interpreter of ``--perf-against-python`` with another pytest-bridgeperf).
-PROTOCOL = 1
+#: 2: a ``round`` carries the ``profile`` and ``explanations`` of an explaining run.
+PROTOCOL = 2
 
 #: Names of the packages a side never takes from the other checkout: the measuring plugin
 #: itself runs from the interpreter's environment, whatever the project under test is.
@@ -208,14 +213,16 @@ class SidePlugin:
 
         item = items.get(nodeid)
         if item is None:
-            return _round_result(nodeid, "missing", [], None, 0.0, [], None)
+            return _round_result(nodeid, "missing", [], None, 0.0, [], None, None, {})
         finish_error = None
         if self.current is not None and self.current is not item:
             finish_error = self._finish(item)
         self.request = RoundRequest(mode, dict(options or {}))
         number = self.rounds[nodeid] = self.rounds.get(nodeid, 0) + 1
         # what the run is for, as the plugin's body probes read it (measure, heap, warmup…)
-        item.stash[round_key] = RoundContext(mode=mode, number=number)
+        context = RoundContext(mode=mode, number=number)
+        context.profile_to = (options or {}).get("profile_to")  # explain-profile: its files
+        item.stash[round_key] = context
         _clear_sections(item)
         start = time.perf_counter()
         try:
@@ -234,6 +241,8 @@ class SidePlugin:
             duration,
             [(title, text) for title, text in reports[-1].sections],
             finish_error,
+            _profile_of(context),
+            dict(context.explanations),
         )
 
     def _finish(self, nextitem: pytest.Item | None) -> str | None:
@@ -256,6 +265,8 @@ def _round_result(
     duration: float,
     sections: list[tuple[str, str]],
     finish_error: str | None,
+    profile: dict[str, Any] | None,
+    explanations: dict[str, str],
 ) -> dict[str, Any]:
     return {
         "nodeid": nodeid,
@@ -265,7 +276,20 @@ def _round_result(
         "duration": duration,
         "sections": sections,
         "finish_error": finish_error,
+        "profile": profile,
+        "explanations": explanations,
     }
+
+
+def _profile_of(context: Any) -> dict[str, Any] | None:
+    """An explaining run's profile, as plain data: enough functions that one which grew from
+    nothing on the other side is found on this one too."""
+    if context.profile is None:
+        return None
+    from pytest_bridgeperf.profiling import SENT_TOP
+
+    data: dict[str, Any] = json.loads(json.dumps(context.profile.to_json(SENT_TOP)))
+    return data
 
 
 def _metrics_of(item: pytest.Item) -> list[dict[str, Any]]:

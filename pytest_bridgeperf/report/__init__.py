@@ -42,7 +42,7 @@ def write_outputs(
     if html is not None:
         from .html import render_html
 
-        write_text(html, render_html(document))
+        write_text(html, render_html(document, location=html))
         written.append(html)
     if openmetrics is not None:
         from .openmetrics import render_openmetrics

@@ -7,8 +7,10 @@ Content-Security-Policy forbids the page from loading anything. Readable on a ph
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -260,7 +262,86 @@ def _explain(row: Mapping[str, Any]) -> str:
     )
 
 
-def _test_section(index: int, nodeid: str, test: Mapping[str, Any], names: Names = _NAMES) -> str:
+#: what each kind of profile file is opened with
+_ARTIFACT_KINDS = {"pstats": "cProfile .prof (snakeviz, pstats)", "speedscope": "speedscope"}
+
+
+def _link(path: str, links: Mapping[str, Any]) -> str:
+    """A profile file as the page links it: relative to the page when both the rootdir (what
+    the paths are relative to) and the page's own location are known."""
+    rootdir, page = links.get("rootdir"), links.get("page")
+    if rootdir and page is not None:
+        target = Path(str(rootdir)) / path
+        return Path(os.path.relpath(target, Path(page).parent)).as_posix()
+    return path
+
+
+def _via(function: Mapping[str, Any]) -> str:
+    """The caller that pays for most of a function's time."""
+    if not function.get("via"):
+        return ""
+    share = float(function.get("via_share", 0.0)) * 100
+    return f' <small class="how">← {escape(str(function["via"]))} ({share:.0f} %)</small>'
+
+
+def _profile_block(profile: Any, links: Mapping[str, Any]) -> str:
+    """Where the time went: the test's top functions, the files, the diff and lines=."""
+    if not isinstance(profile, Mapping):
+        return ""
+    total = float(profile.get("total") or 0.0)
+    rows = []
+    for function in profile.get("functions") or []:
+        own = float(function.get("own", 0.0))
+        share = own / total * 100 if total > 0 else 0.0
+        rows.append(
+            f'<tr><td class="num">{escape(format_duration(own))}</td>'
+            f'<td class="num">{share:.0f} %</td>'
+            f'<td class="num">{escape(format_duration(float(function.get("cumulative", 0.0))))}'
+            f'</td><td class="num">{int(function.get("calls", 0)):,}</td>'
+            f'<td class="fp">{escape(str(function.get("file")))}:{int(function.get("line", 0))}'
+            f" <b>{escape(str(function.get('function')))}</b>{_via(function)}</td></tr>"
+        )
+    library = float(profile.get("library") or 0.0)
+    share = library / total * 100 if total > 0 else 0.0
+    rows.append(
+        f'<tr><td class="num">{escape(format_duration(library))}</td>'
+        f'<td class="num">{share:.0f} %</td><td></td><td></td>'
+        "<td>outside your code: libraries, pytest, the event loop, a load generator</td></tr>"
+    )
+    parts = [
+        f"<h3>Where the time went: one more run under "
+        f"{escape(str(profile.get('profiler', 'cProfile')))}, "
+        f"{escape(format_duration(total))}; your code by own time</h3>",
+        '<div class="scroll"><table class="profile"><tr><th>own</th><th>share</th>'
+        "<th>cumulative</th><th>calls</th><th>function</th></tr>"
+        + "".join(rows)
+        + "</table></div>",
+    ]
+    files = []
+    for key, title in (("artifacts", "this run"), ("against_artifacts", "the other revision")):
+        for kind, path in sorted(dict(profile.get(key) or {}).items()):
+            label = _ARTIFACT_KINDS.get(str(kind), str(kind))
+            files.append(
+                f'<a href="{escape(_link(str(path), links))}">{escape(label)}</a> ({title})'
+            )
+    if files:
+        parts.append(f'<p class="meta">profile files: {" · ".join(files)}</p>')
+    for key, summary in (("diff", "functions whose time grew the most"), ("lines", "line by line")):
+        text = str(profile.get(key) or "")
+        if text:
+            parts.append(
+                f"<details open><summary>{summary}</summary><pre>{escape(text)}</pre></details>"
+            )
+    return "".join(parts)
+
+
+def _test_section(
+    index: int,
+    nodeid: str,
+    test: Mapping[str, Any],
+    names: Names = _NAMES,
+    links: Mapping[str, Any] | None = None,
+) -> str:
     status = status_of(test)
     rows: Sequence[Mapping[str, Any]] = test.get("metrics", [])
     outcome = str(test.get("outcome", ""))
@@ -284,12 +365,20 @@ def _test_section(index: int, nodeid: str, test: Mapping[str, Any], names: Names
             parts.append(_queries_block(row, names))
     for row in rows:
         parts.append(_explain(row))
+    parts.append(_profile_block(test.get("profile"), links or {}))
     parts.append("</section>")
     return "".join(parts)
 
 
-def render_html(document: Mapping[str, Any], *, title: str = "Performance report") -> str:
-    """The HTML report of a report document."""
+def render_html(
+    document: Mapping[str, Any],
+    *,
+    title: str = "Performance report",
+    location: Path | None = None,
+) -> str:
+    """The HTML report of a report document; ``location``, where the page is written, makes
+    its links to profile files relative to it."""
+    links = {"rootdir": document.get("rootdir"), "page": location}
     tests = ordered_tests(document)
     totals: Mapping[str, int] = document.get("totals", {})
     env = str(document.get("environment", "default"))
@@ -326,7 +415,7 @@ def render_html(document: Mapping[str, Any], *, title: str = "Performance report
     against = document.get("against") or {}
     names: Names = (str(against["label"]), "this checkout") if against.get("label") else _NAMES
     sections = "".join(
-        _test_section(i, nodeid, test, names) for i, (nodeid, test) in enumerate(tests)
+        _test_section(i, nodeid, test, names, links) for i, (nodeid, test) in enumerate(tests)
     )
     counts = {status: 0 for status in STATUS_ORDER}
     for _, test in tests:

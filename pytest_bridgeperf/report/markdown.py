@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..measure import describe
+from ..units import format_duration
 from .document import (
     budget_text,
     change_text,
@@ -194,6 +195,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
                     "</details>",
                     "",
                 ]
+            out += _profile_section(test.get("profile"))
     else:
         out += ["No regressions.", ""]
 
@@ -236,6 +238,44 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "Performance") 
     if len(text) > MAX_CHARS:
         text = text[:MAX_CHARS].rsplit("\n", 1)[0] + "\n\n… (cut short: see the full report)\n"
     return text
+
+
+#: functions of a regressed test's profile listed in the summary
+PROFILE_TOP = 3
+
+
+def _profile_section(profile: Any) -> list[str]:
+    """Where the time went: the top functions of the test's profile, and the profile diff."""
+    if not isinstance(profile, Mapping) or not profile.get("functions"):
+        return []
+    total = float(profile.get("total") or 0.0)
+    out = [
+        f"Where the time went (one more run under {profile.get('profiler', 'cProfile')}, "
+        f"{format_duration(total)}), your code by own time:",
+        "",
+    ]
+    for number, function in enumerate(profile["functions"][:PROFILE_TOP], 1):
+        where = f"{function.get('file')}:{function.get('line')} {function.get('function')}"
+        via = f", called from {_code(str(function['via']))}" if function.get("via") else ""
+        share = float(function.get("own", 0.0)) / total * 100 if total > 0 else 0.0
+        out.append(
+            f"{number}. {_code(where)} — own {format_duration(float(function.get('own', 0.0)))}"
+            f" ({share:.0f} %), {int(function.get('calls', 0)):,} calls{via}"
+        )
+    out.append("")
+    diff = str(profile.get("diff") or "")
+    if diff:
+        out += [
+            "<details><summary>functions whose time grew the most</summary>",
+            "",
+            "```",
+            diff.replace("```", "`‌``"),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
+    return out
 
 
 def _html(text: str) -> str:
