@@ -18,7 +18,7 @@ from .stats import LatencyHistogram
 from .units import UnitError
 
 if TYPE_CHECKING:
-    from .load import LoadError, LoadResult, Request
+    from .load import AppFactory, LoadAppError, LoadError, LoadResult, Request
     from .load.api import PerfLoad
     from .measure import MeasureError, Timer
     from .memory import LeakDetected, LeakReport, MemoryBlock, MemoryBudgetExceeded, PerfMemory
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "AppFactory": "pytest_bridgeperf.load",
+    "LoadAppError": "pytest_bridgeperf.load",
     "LoadError": "pytest_bridgeperf.load",
     "LoadResult": "pytest_bridgeperf.load",
     "Request": "pytest_bridgeperf.load",
@@ -47,10 +49,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "AppFactory",
     "Budgets",
     "LatencyHistogram",
     "LeakDetected",
     "LeakReport",
+    "LoadAppError",
     "LoadError",
     "LoadResult",
     "MeasureError",

@@ -35,9 +35,11 @@ def perf(request: pytest.FixtureRequest) -> Recorder:
 @pytest.fixture
 def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
     """Load tests: ``result = perf_load(target, users=16, duration="5s")`` or, in async tests,
-    ``result = await perf_load.arun(...)``. ``target`` is a URL, an ``aiohttp.web.Application``
-    (served on 127.0.0.1) or a callable. Results are recorded per request name; marker budgets
-    (``p95=``, ``error_rate=``, ``rps=``) apply to them."""
+    ``result = await perf_load.arun(...)``. ``target`` is a URL, a web app served on 127.0.0.1
+    for the run (ASGI, WSGI, ``aiohttp.web.Application``; ``serve="loop"|"thread"|"process"``),
+    an app factory (``app_factory=True`` or ``AppFactory(fn, ...)``) or a callable. Results are
+    recorded per request name; marker budgets (``p95=``, ``error_rate=``, ``rps=``) apply to
+    them."""
     from .load.api import PerfLoad
 
     config = request.config

@@ -23,8 +23,10 @@ __all__ = ["PerfLoad"]
 class PerfLoad:
     """``perf_load(target, **options) -> LoadResult``; ``await perf_load.arun(target, ...)``.
 
-    ``target``: a URL (loopback, or a host listed in ``perf_allowed_hosts``), an
-    ``aiohttp.web.Application`` (served on 127.0.0.1 for the run) or a callable, sync or async.
+    ``target``: a URL (loopback, or a host listed in ``perf_allowed_hosts``), a web app served
+    on 127.0.0.1 for the run (ASGI, WSGI or ``aiohttp.web.Application``; where: ``serve=``), a
+    factory of one (``app_factory=True``, or ``AppFactory(create_app, *args)``), or a callable,
+    sync or async.
     Every result is recorded into the test's metrics (``record=False`` opts out).
     """
 

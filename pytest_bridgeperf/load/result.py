@@ -118,6 +118,8 @@ class LoadResult:
     distorted: str | None = None
     #: why the run was cut short (a deadline, e.g. the test's pytest-timeout), None otherwise
     stopped_by: str | None = None
+    #: where a web app target was served for the run ("loop", "thread", "process"), else None
+    serve: str | None = None
 
     # headline numbers -----------------------------------------------------------------------
     @property

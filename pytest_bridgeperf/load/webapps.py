@@ -1,0 +1,93 @@
+"""A load run against a web app served for it: the options only apps take, and the run itself.
+
+``perf_load(app, serve="thread", ...)``: the app (or what a factory returns) is served by
+:mod:`.serving` for this one run, the run goes to its URL, and the run returns once the app has
+finished every request it was sent and has shut down. No pytest here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .apps import AppFactory, app_kind, describe_app
+from .options import LoadOptionError, LoadOptions, build_options
+from .result import LoadResult
+from .serving import SERVE_MODES, ServeMode, default_mode, serve
+
+__all__ = ["APP_OPTIONS", "AppOptions", "RunUrl", "run_web_app", "split_app_options"]
+
+#: options that only web apps take (the rest go to :func:`.options.build_options`)
+APP_OPTIONS = ("serve", "app_factory")
+
+RunUrl = Callable[[str, LoadOptions], Awaitable[LoadResult]]
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    serve: ServeMode | None = None
+    app_factory: bool = False
+
+
+def split_app_options(options: Mapping[str, Any]) -> tuple[AppOptions, dict[str, Any]]:
+    """(the app options, validated; every other option, untouched)."""
+    rest = {k: v for k, v in options.items() if k not in APP_OPTIONS}
+    mode = options.get("serve")
+    if mode is not None and mode not in SERVE_MODES:
+        raise LoadOptionError(
+            f"serve={mode!r}: expected one of {', '.join(repr(m) for m in SERVE_MODES)}"
+        )
+    factory = options.get("app_factory", False)
+    if not isinstance(factory, bool):
+        raise LoadOptionError(f"app_factory={factory!r}: expected True or False")
+    return AppOptions(serve=mode, app_factory=factory), rest
+
+
+def reject_app_options(options: Mapping[str, Any], what: str) -> None:
+    """A URL or a callable target given an option that only apps take."""
+    given = [k for k in APP_OPTIONS if options.get(k) not in (None, False)]
+    if given:
+        raise LoadOptionError(
+            f"{', '.join(f'{k}=' for k in given)} only apply to a web app target (an ASGI, WSGI "
+            f"or aiohttp app, or a factory of one), not to {what}"
+        )
+
+
+def app_spec(target: Any, app: AppOptions) -> Any:
+    """The app, or an :class:`AppFactory` when the target is one."""
+    if isinstance(target, AppFactory):
+        return target
+    if app.app_factory:
+        if not callable(target):
+            raise LoadOptionError(f"app_factory=True, but the target {target!r} is not callable")
+        if app_kind(target) is not None:
+            raise LoadOptionError(
+                f"app_factory=True, but {describe_app(target)} is already an app: pass it "
+                "without app_factory=, or pass the function that creates it"
+            )
+        return AppFactory(target)
+    return target
+
+
+async def run_web_app(
+    target: Any,
+    options: Mapping[str, Any],
+    *,
+    max_duration: float,
+    run_url: RunUrl,
+) -> LoadResult:
+    app, rest = split_app_options(options)
+    spec = app_spec(target, app)
+    opts = build_options(rest, max_duration=max_duration)
+    mode = app.serve or default_mode(spec)
+    label = describe_app(spec)
+    async with serve(spec, mode, label) as served:
+        result = await run_url(served.url, opts)
+        # the client has its answers; the app may still be finishing a handler (a streamed
+        # response, cleanup after it): return when it is done, so nothing the run started
+        # still runs after it (a perf_queries block around it checks the pool at its exit)
+        ended = not result.interrupted and result.stopped_by is None
+        await served.wait_idle(opts.timeout if ended else 0.0)
+    result.serve = mode
+    return result
