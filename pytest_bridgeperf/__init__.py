@@ -18,7 +18,7 @@ from .stats import LatencyHistogram
 from .units import UnitError
 
 if TYPE_CHECKING:
-    from .load import AppFactory, LoadAppError, LoadError, LoadResult, Request
+    from .load import AppFactory, LoadAppError, LoadError, LoadResult, Request, ResourceUsage
     from .load.api import PerfLoad
     from .measure import MeasureError, Timer
     from .memory import LeakDetected, LeakReport, MemoryBlock, MemoryBudgetExceeded, PerfMemory
@@ -33,6 +33,7 @@ _LAZY = {
     "LoadError": "pytest_bridgeperf.load",
     "LoadResult": "pytest_bridgeperf.load",
     "Request": "pytest_bridgeperf.load",
+    "ResourceUsage": "pytest_bridgeperf.load",
     "PerfLoad": "pytest_bridgeperf.load.api",
     "ThresholdError": "pytest_bridgeperf.thresholds",
     "Timer": "pytest_bridgeperf.measure",
@@ -67,6 +68,7 @@ __all__ = [
     "QueryCapture",
     "Recorder",
     "Request",
+    "ResourceUsage",
     "Statement",
     "ThresholdError",
     "Timer",

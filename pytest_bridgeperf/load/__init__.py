@@ -8,6 +8,7 @@ from .apps import AppFactory
 from .engine import LoadRateError
 from .errors import LoadError
 from .options import LoadOptionError, LoadOptions, Request
+from .resources import LoadGeneratorSaturated, ResourceUsage
 from .result import LoadResult
 from .runner import LoadConnectionError, arun_load, run_load
 from .safety import LoadTargetError
@@ -18,12 +19,14 @@ __all__ = [
     "LoadAppError",
     "LoadConnectionError",
     "LoadError",
+    "LoadGeneratorSaturated",
     "LoadOptionError",
     "LoadOptions",
     "LoadRateError",
     "LoadResult",
     "LoadTargetError",
     "Request",
+    "ResourceUsage",
     "arun_load",
     "run_load",
 ]

@@ -25,7 +25,7 @@ def _unique_base(recorder: Recorder, base: str) -> str:
 
 
 def _record_one(recorder: Recorder, base: str, result: LoadResult, distorted: str | None) -> None:
-    details = {
+    details: dict[str, object] = {
         "count": result.count,
         "errors": result.errors,
         "model": result.model,
@@ -35,6 +35,13 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult, distorted: st
     }
     if result.target_rate is not None:
         details["target_rate"] = result.target_rate
+    # where the server ran and what it and the generator used: shown next to the latency in
+    # the terminal and the reports (measure.describe); never compared
+    if result.serve is not None:
+        details["serve"] = result.serve
+    for side, usage in (("server", result.server), ("generator", result.generator)):
+        if usage is not None:
+            details[side] = {"cpu": round(usage.cpu, 1), "rss_peak": usage.rss_peak}
     recorded: list[Metric] = []
     if result.latency_count:
         latency = recorder.record(

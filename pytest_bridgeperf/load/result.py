@@ -18,6 +18,7 @@ from typing import Any
 from .. import thresholds as _thresholds
 from ..stats import LatencyHistogram
 from ..units import format_duration, format_size
+from .resources import ResourceUsage, describe_usage
 
 __all__ = ["LoadResult", "NameCollector", "fold_latencies", "merge_results", "merged_histogram"]
 
@@ -120,6 +121,13 @@ class LoadResult:
     stopped_by: str | None = None
     #: where a web app target was served for the run ("loop", "thread", "process"), else None
     serve: str | None = None
+    #: the measured phase, (start, end) on this machine's ``perf_counter_ns`` clock
+    measured_ns: tuple[int, int] | None = None
+    #: CPU and memory of the process(es) serving the target, sampled ~10 Hz during the run
+    #: (None when they are not known: a callable target, a URL whose server was not found)
+    server: ResourceUsage | None = None
+    #: CPU and memory of the load generator (this process, its threads, its workers)
+    generator: ResourceUsage | None = None
 
     # headline numbers -----------------------------------------------------------------------
     @property
@@ -230,6 +238,9 @@ class LoadResult:
             parts.append(
                 "error types: " + ", ".join(f"{k} {v}" for k, v in sorted(self.error_types.items()))
             )
+        usage = describe_usage(self.server, self.generator)
+        if usage:
+            parts.append(usage)
         if self.interrupted:
             parts.append("INTERRUPTED: partial results")
         return "; ".join(parts)
@@ -271,6 +282,7 @@ class LoadResult:
             "target": self.target,
             "distorted": self.distorted,
             "stopped_by": self.stopped_by,
+            "measured_ns": list(self.measured_ns) if self.measured_ns else None,
         }
 
     @classmethod
@@ -302,6 +314,7 @@ class LoadResult:
             target=data["target"],
             distorted=data.get("distorted"),
             stopped_by=data.get("stopped_by"),
+            measured_ns=_window(data.get("measured_ns")),
         )
 
 
@@ -354,7 +367,19 @@ def merge_results(parts: Iterable[LoadResult]) -> LoadResult:
         target=first.target,
         distorted="; ".join(dict.fromkeys(p.distorted for p in items if p.distorted)) or None,
         stopped_by=next((p.stopped_by for p in items if p.stopped_by), None),
+        measured_ns=_span([p.measured_ns for p in items]),
     )
+
+
+def _window(raw: Any) -> tuple[int, int] | None:
+    return (int(raw[0]), int(raw[1])) if raw else None
+
+
+def _span(windows: list[tuple[int, int] | None]) -> tuple[int, int] | None:
+    known = [w for w in windows if w is not None]
+    if not known:
+        return None
+    return min(w[0] for w in known), max(w[1] for w in known)
 
 
 def merged_histogram(parts: list[LatencyHistogram]) -> LatencyHistogram:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from .engine import ProgressCallback, Run, check_rate
 from .errors import check_errors
 from .interrupts import TIMEOUT_SIGNAL, Deadline, Stops, StopSignal, hold_alarm, sigint_stops
 from .options import LoadOptionError, LoadOptions, build_options
+from .resources import ResourceSampler, attach_usage, process_side, url_sampler
 from .result import LoadResult
 from .safety import LoadTargetError, Target, check_allowed, parse_url
 from .webapps import reject_app_options, run_web_app
@@ -116,7 +118,7 @@ def run_load(
             from .callables import run_sync_callable
 
             stop = StopSignal()
-            with hold_alarm(stop, None):
+            with hold_alarm(stop, None), ResourceSampler(None, process_side()) as sampler:
                 result = run_sync_callable(
                     target,
                     opts,
@@ -125,6 +127,7 @@ def run_load(
                     deadline=deadline,
                     stop=stop,
                 )
+            attach_usage(result, sampler)
             check_errors(result, expect_errors=opts.expect_errors)
             return result
     coro = arun_load(
@@ -179,7 +182,13 @@ async def _arun(
         parsed = parse_url(target)
         opts = build_options(options, max_duration=max_duration, default_path=parsed.path)
         check_allowed(parsed, hosts)
-        return await _run_url(parsed, opts, hosts, progress, stops)
+        sampler = await asyncio.to_thread(
+            url_sampler, parsed.host, parsed.port, threading.get_ident()
+        )
+        with sampler:
+            result = await _run_url(parsed, opts, hosts, progress, stops)
+        attach_usage(result, sampler)
+        return result
     if is_web_target(target, options.get("app_factory") is True):
 
         async def run_url(url: str, opts: LoadOptions) -> LoadResult:
@@ -195,19 +204,23 @@ async def _arun(
             from .workers import run_workers
 
             return await run_workers(target, opts, label, hosts, progress, stops)
-        if not _is_async_callable(target):
-            from .callables import run_sync_callable
+        with ResourceSampler(None, process_side()) as sampler:
+            if not _is_async_callable(target):
+                from .callables import run_sync_callable
 
-            return await asyncio.to_thread(
-                run_sync_callable,
-                target,
-                opts,
-                label=label,
-                progress=progress,
-                deadline=stops.deadline,
-                stop=stops.signal,
-            )
-        return await execute(target, opts, label, hosts, progress, stops=stops)
+                result = await asyncio.to_thread(
+                    run_sync_callable,
+                    target,
+                    opts,
+                    label=label,
+                    progress=progress,
+                    deadline=stops.deadline,
+                    stop=stops.signal,
+                )
+            else:
+                result = await execute(target, opts, label, hosts, progress, stops=stops)
+        attach_usage(result, sampler)
+        return result
     raise LoadTargetError(
         f"perf_load target {target!r}: expected a URL ('http://127.0.0.1:8080/path'), a web "
         "app (ASGI, WSGI, aiohttp.web.Application), an app factory (app_factory=True) or a "

@@ -7,14 +7,23 @@ finished every request it was sent and has shut down. No pytest here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .apps import AppFactory, app_kind, describe_app
 from .options import LoadOptionError, LoadOptions, build_options
+from .resources import (
+    ResourceSampler,
+    Side,
+    attach_usage,
+    in_process_server,
+    process_side,
+    thread_side,
+)
 from .result import LoadResult
-from .serving import SERVE_MODES, ServeMode, default_mode, serve
+from .serving import SERVE_MODES, Served, ServeMode, default_mode, serve
 
 __all__ = ["APP_OPTIONS", "AppOptions", "RunUrl", "run_web_app", "split_app_options"]
 
@@ -83,11 +92,27 @@ async def run_web_app(
     mode = app.serve or default_mode(spec)
     label = describe_app(spec)
     async with serve(spec, mode, label) as served:
-        result = await run_url(served.url, opts)
-        # the client has its answers; the app may still be finishing a handler (a streamed
-        # response, cleanup after it): return when it is done, so nothing the run started
-        # still runs after it (a perf_queries block around it checks the pool at its exit)
-        ended = not result.interrupted and result.stopped_by is None
-        await served.wait_idle(opts.timeout if ended else 0.0)
+        with ResourceSampler(*sides(served, threading.get_ident())) as sampler:
+            result = await run_url(served.url, opts)
+            # the client has its answers; the app may still be finishing a handler (a
+            # streamed response, cleanup after it): return when it is done, so nothing the run
+            # started still runs after it (a perf_queries block around it checks the pool)
+            ended = not result.interrupted and result.stopped_by is None
+            await served.wait_idle(opts.timeout if ended else 0.0)
     result.serve = mode
+    attach_usage(result, sampler)
     return result
+
+
+def sides(served: Served, generator: int) -> tuple[Side, Side]:
+    """(server, generator) of a run against a served app; ``generator`` is the ident of the
+    thread whose event loop sends the requests."""
+    if served.mode == "process":
+        return Side(pids=served.pids), process_side(exclude=served.pids)
+    if served.mode == "loop":
+        shared = "serve='loop': the app runs on the generator's thread, one figure for both"
+        return Side(threads=(generator,), own_rss=True, shared=shared), thread_side(
+            generator, shared=shared
+        )
+    shared = "serve='thread': RSS is the whole process's, shared with the generator"
+    return in_process_server(generator, shared), thread_side(generator, shared=shared)
