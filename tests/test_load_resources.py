@@ -173,7 +173,8 @@ def test_serve_loop_reports_one_shared_figure() -> None:
     result = run_load(app, {"requests": 300, "serve": "loop"})
     assert result.server is not None
     assert result.generator is not None
-    assert result.server.cpu == pytest.approx(result.generator.cpu)
+    # one thread, read twice per sample a few microseconds apart
+    assert result.server.cpu == pytest.approx(result.generator.cpu, rel=0.01)
     assert "generator's thread" in (result.server.shared or "")
 
 
