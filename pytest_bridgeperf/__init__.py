@@ -20,6 +20,7 @@ from .units import UnitError
 if TYPE_CHECKING:
     from .load import AppFactory, LoadAppError, LoadError, LoadResult, Request, ResourceUsage
     from .load.api import PerfLoad
+    from .load.sessions import VirtualUser
     from .measure import MeasureError, Timer
     from .memory import LeakDetected, LeakReport, MemoryBlock, MemoryBudgetExceeded, PerfMemory
     from .queries import PerfQueries, QueryCapture, Statement, fingerprint
@@ -34,6 +35,7 @@ _LAZY = {
     "LoadResult": "pytest_bridgeperf.load",
     "Request": "pytest_bridgeperf.load",
     "ResourceUsage": "pytest_bridgeperf.load",
+    "VirtualUser": "pytest_bridgeperf.load.sessions",
     "PerfLoad": "pytest_bridgeperf.load.api",
     "ThresholdError": "pytest_bridgeperf.thresholds",
     "Timer": "pytest_bridgeperf.measure",
@@ -73,6 +75,7 @@ __all__ = [
     "ThresholdError",
     "Timer",
     "UnitError",
+    "VirtualUser",
     "__version__",
     "fingerprint",
 ]

@@ -112,6 +112,9 @@ class LoadOptions:
     max_duration: float
     #: a run in which every request fails is what the test expects (no LoadError)
     expect_errors: bool = False
+    #: per virtual user, once before the run (log in...): its state fills the requests'
+    #: ``{placeholders}`` (see :mod:`.sessions`)
+    on_start: Callable[[Any], Any] | None = None
 
     @property
     def model(self) -> str:
@@ -265,6 +268,7 @@ _KNOWN_OPTIONS = [
     "record",
     "progress",
     "expect_errors",
+    "on_start",
 ]
 
 
@@ -427,6 +431,17 @@ def build_options(
     for flag in ("follow_redirects", "verify_tls", "record", "progress", "expect_errors"):
         if flag in o and not isinstance(o[flag], bool):
             raise LoadOptionError(f"{flag}={o[flag]!r}: expected True or False")
+    on_start = o.get("on_start")
+    if on_start is not None:
+        if not callable(on_start):
+            raise LoadOptionError(f"on_start={on_start!r}: expected a function of the user")
+        if is_callable:
+            raise LoadOptionError("on_start= prepares HTTP users; a callable target has none")
+        if workers > 1:
+            raise LoadOptionError(
+                "on_start= runs in this process, before the run; it cannot be combined with "
+                "workers= yet"
+            )
     return LoadOptions(
         users=users,
         think_time=think_time,
@@ -447,6 +462,7 @@ def build_options(
         progress=bool(o.get("progress", True)),
         max_duration=max_duration,
         expect_errors=bool(o.get("expect_errors", False)),
+        on_start=on_start,
     )
 
 

@@ -284,6 +284,12 @@ async def execute(
             engine = AiohttpEngine(run, target, opts, hosts)
             await _preflight(target, opts.timeout)
         target_text = target.url
+        if opts.on_start is not None:
+            from .sessions import start_sessions
+
+            # every user's session before the run starts: logins are not measured, and each
+            # user's requests are encoded once, with its state
+            engine.user_requests = await start_sessions(target.origin, opts, opts.users)
     else:
         from .callables import AsyncCallableEngine
 
