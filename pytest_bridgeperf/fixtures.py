@@ -12,6 +12,7 @@ import pytest
 
 from .metrics import Recorder
 from .plugin import baseline_value, recorder_for, settings_key
+from .state import budgets_key
 
 if TYPE_CHECKING:  # the optional dependencies are imported when a fixture is first used
     from .load.api import PerfLoad
@@ -77,9 +78,15 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
         progress=progress,
         report=terminal,
         deadline=lambda: _timeout_deadline(request.node),
+        queries_budget=_queries_budget(request.node),
     )
     yield load
     load.close()
+
+
+def _queries_budget(item: pytest.Item) -> bool:
+    budgets = item.stash.get(budgets_key, None)
+    return budgets is not None and budgets.queries_per_request is not None
 
 
 # ---------------------------------------------------------------------------------------------

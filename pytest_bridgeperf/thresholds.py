@@ -163,11 +163,11 @@ def optional_measure(result: object, label: str) -> tuple[float | None, str]:
     if label == "queries_per_request":
         queries = getattr(result, "queries", None)
         if queries is None:
-            why = getattr(result, "queries_missing", None) or (
+            return None, (
                 "no SQL was attributed to requests: pass queries=True, with the app served in "
-                "this process (serve='loop' or 'thread')"
+                "this process (serve='loop' or 'thread'; in a child process, with "
+                "serve='process', neither perf_queries nor perf_memory can see inside the app)"
             )
-            return None, why
         return float(queries.max), ""
     side = label.split("_", 1)[0]
     usage = getattr(result, side, None)

@@ -11,11 +11,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..metrics import Recorder
+from .apps import is_web_target
 from .engine import ProgressCallback
 from .interrupts import Deadline
+from .options import LoadOptionError
 from .record import record_result
 from .result import LoadResult
 from .runner import arun_load, new_runner, run_load
+from .webapps import IN_CHILD
 
 __all__ = ["PerfLoad"]
 
@@ -39,6 +42,7 @@ class PerfLoad:
         progress: ProgressCallback | None = None,
         report: Callable[[str], None] | None = None,
         deadline: Callable[[], Deadline | None] | None = None,
+        queries_budget: bool = False,
     ) -> None:
         self._recorder = recorder
         self._allowed_hosts = tuple(allowed_hosts)
@@ -47,6 +51,8 @@ class PerfLoad:
         self._report = report
         #: asked at the start of each run: when it must have ended (the test's timeout)
         self._deadline = deadline
+        #: the test has a queries_per_request= budget: attribute SQL in every app run
+        self._queries_budget = queries_budget
         #: Every result of this test, in order.
         self.results: list[LoadResult] = []
         # one event loop for the test's sync runs: an aiohttp app can be load-tested repeatedly
@@ -60,7 +66,20 @@ class PerfLoad:
             "deadline": self._deadline() if self._deadline is not None else None,
         }
 
+    def _with_budget(self, target: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """A ``queries_per_request=`` budget turns on SQL attribution for app targets."""
+        if not self._queries_budget or "queries" in options:
+            return options
+        if not is_web_target(target, options.get("app_factory") is True):
+            return options
+        if options.get("serve") == "process":
+            raise LoadOptionError(
+                f"the marker's queries_per_request= budget counts SQL per request: {IN_CHILD}"
+            )
+        return {**options, "queries": True}
+
     def __call__(self, target: Any, **options: Any) -> LoadResult:
+        options = self._with_budget(target, options)
         if self._runner is None:
             self._runner = new_runner()
         result = run_load(target, options, runner=self._runner, **self._kwargs(options))
@@ -74,6 +93,7 @@ class PerfLoad:
 
     async def arun(self, target: Any, **options: Any) -> LoadResult:
         """The same as calling it, on the running event loop (for async tests)."""
+        options = self._with_budget(target, options)
         return self._finish(await arun_load(target, options, **self._kwargs(options)), options)
 
     def _finish(self, result: LoadResult, options: dict[str, Any]) -> LoadResult:

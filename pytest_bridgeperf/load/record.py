@@ -99,6 +99,18 @@ def record_result(recorder: Recorder, result: LoadResult) -> str:
     """Record ``result`` (total and per request name); returns the metric name prefix used."""
     base = _unique_base(recorder, result.name)
     _record_one(recorder, base, result, result.distorted)
+    if result.queries is not None and result.queries.requests:
+        # the most statements any measured request issued: deterministic for a deterministic
+        # app (a request's code path does not depend on the load), so compared exactly, and
+        # what the marker budget queries_per_request= applies to
+        recorder.record(
+            f"{base} queries_per_request",
+            result.queries.max,
+            unit="count",
+            role="queries_per_request",
+            noisy=False,
+            details={**result.queries.to_details(), "explain": result.queries.explain()},
+        )
     if len(result.by_name) > 1:
         for name, part in result.by_name.items():
             _record_one(recorder, f"{base} [{name}]", part, result.distorted)

@@ -13,12 +13,15 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import thresholds as _thresholds
 from ..stats import LatencyHistogram
 from ..units import format_duration, format_size
 from .resources import ResourceUsage, describe_usage
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only by runs that attribute queries
+    from ..queries.perrequest import RequestQueries
 
 __all__ = ["LoadResult", "NameCollector", "fold_latencies", "merge_results", "merged_histogram"]
 
@@ -128,6 +131,8 @@ class LoadResult:
     server: ResourceUsage | None = None
     #: CPU and memory of the load generator (this process, its threads, its workers)
     generator: ResourceUsage | None = None
+    #: SQL statements per measured request, when the run attributed them (``queries=``)
+    queries: RequestQueries | None = None
 
     # headline numbers -----------------------------------------------------------------------
     @property
@@ -238,6 +243,8 @@ class LoadResult:
             parts.append(
                 "error types: " + ", ".join(f"{k} {v}" for k, v in sorted(self.error_types.items()))
             )
+        if self.queries is not None:
+            parts.append(self.queries.summary())
         usage = describe_usage(self.server, self.generator)
         if usage:
             parts.append(usage)

@@ -7,7 +7,10 @@ finished every request it was sent and has shut down. No pytest here.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +31,14 @@ from .serving import SERVE_MODES, Served, ServeMode, default_mode, serve
 __all__ = ["APP_OPTIONS", "AppOptions", "RunUrl", "run_web_app", "split_app_options"]
 
 #: options that only web apps take (the rest go to :func:`.options.build_options`)
-APP_OPTIONS = ("serve", "app_factory")
+APP_OPTIONS = ("serve", "app_factory", "queries")
+
+#: what a test that asks to look inside an app served with serve="process" is told
+IN_CHILD = (
+    "serve='process' runs the app in a child process, where neither result.queries nor "
+    "perf_queries nor perf_memory can see; use serve='thread' (the default) or serve='loop' "
+    "to look inside the app"
+)
 
 RunUrl = Callable[[str, LoadOptions], Awaitable[LoadResult]]
 
@@ -37,6 +47,8 @@ RunUrl = Callable[[str, LoadOptions], Awaitable[LoadResult]]
 class AppOptions:
     serve: ServeMode | None = None
     app_factory: bool = False
+    #: attribute SQL to requests: True (every engine), or the engines to watch
+    queries: tuple[Any, ...] | None = None
 
 
 def split_app_options(options: Mapping[str, Any]) -> tuple[AppOptions, dict[str, Any]]:
@@ -50,7 +62,19 @@ def split_app_options(options: Mapping[str, Any]) -> tuple[AppOptions, dict[str,
     factory = options.get("app_factory", False)
     if not isinstance(factory, bool):
         raise LoadOptionError(f"app_factory={factory!r}: expected True or False")
-    return AppOptions(serve=mode, app_factory=factory), rest
+    raw = options.get("queries")
+    queries: tuple[Any, ...] | None
+    if raw is None or raw is False:
+        queries = None
+    elif raw is True:
+        queries = ()
+    elif isinstance(raw, (list, tuple)):
+        queries = tuple(raw)
+    else:
+        queries = (raw,)  # one engine
+    if queries is not None and mode == "process":
+        raise LoadOptionError(f"queries=: {IN_CHILD}")
+    return AppOptions(serve=mode, app_factory=factory, queries=queries), rest
 
 
 def reject_app_options(options: Mapping[str, Any], what: str) -> None:
@@ -91,17 +115,41 @@ async def run_web_app(
     opts = build_options(rest, max_duration=max_duration)
     mode = app.serve or default_mode(spec)
     label = describe_app(spec)
-    async with serve(spec, mode, label) as served:
-        with ResourceSampler(*sides(served, threading.get_ident())) as sampler:
-            result = await run_url(served.url, opts)
-            # the client has its answers; the app may still be finishing a handler (a
-            # streamed response, cleanup after it): return when it is done, so nothing the run
-            # started still runs after it (a perf_queries block around it checks the pool)
-            ended = not result.interrupted and result.stopped_by is None
-            await served.wait_idle(opts.timeout if ended else 0.0)
+    if mode == "process":
+        _warn_if_looking_inside()
+    with contextlib.ExitStack() as stack:
+        tap = None
+        if app.queries is not None:
+            from ..queries.perrequest import RequestQueryTap
+
+            tap = stack.enter_context(RequestQueryTap(*app.queries))
+        async with serve(spec, mode, label, tap) as served:
+            with ResourceSampler(*sides(served, threading.get_ident())) as sampler:
+                result = await run_url(served.url, opts)
+                # the client has its answers; the app may still be finishing a handler (a
+                # streamed response, cleanup after it): return when it is done, so nothing the
+                # run started still runs after it (a perf_queries block around it checks the
+                # pool, and the last requests' statements are attributed)
+                ended = not result.interrupted and result.stopped_by is None
+                await served.wait_idle(opts.timeout if ended else 0.0)
+        if tap is not None:
+            result.queries = tap.result(result.measured_ns)
     result.serve = mode
     attach_usage(result, sampler)
     return result
+
+
+def _warn_if_looking_inside() -> None:
+    if "sqlalchemy" not in sys.modules:
+        return  # no perf_queries block can be open
+    from ..queries import capture
+
+    if capture.capturing():
+        warnings.warn(
+            f"a perf_queries block is open around a perf_load run of an app it cannot see: "
+            f"{IN_CHILD}",
+            stacklevel=4,
+        )
 
 
 def sides(served: Served, generator: int) -> tuple[Side, Side]:

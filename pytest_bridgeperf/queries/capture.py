@@ -38,7 +38,13 @@ from .statements import (
     format_statements,
 )
 
-__all__ = ["DEFAULT_N_PLUS_ONE_THRESHOLD", "PerfQueries", "QueryCapture", "pool_status"]
+__all__ = [
+    "DEFAULT_N_PLUS_ONE_THRESHOLD",
+    "PerfQueries",
+    "QueryCapture",
+    "pool_status",
+    "statements_of",
+]
 
 #: ``assert_no_n_plus_one()`` fails when one line issues the same statement this many times.
 DEFAULT_N_PLUS_ONE_THRESHOLD = 3
@@ -247,6 +253,11 @@ def _clear_events_flag(cls: type, before: object) -> None:
 
 
 _HUB = _Hub()
+
+
+def capturing() -> bool:
+    """Whether a capture (a ``perf_queries`` block, a marker's body count) is active."""
+    return bool(_HUB.captures)
 
 
 def _deliver(entry: _Raw, dialect: Any) -> None:
@@ -459,6 +470,28 @@ def pool_status(pool: Any) -> str:
     return f"{type(pool).__name__}: " + ", ".join(parts)
 
 
+def statements_of(raw: Sequence[Any]) -> list[Statement]:
+    """Statements from the entries the hooks recorded (a capture's, or a sink's)."""
+    out = []
+    for sql, params, sets, duration, rows, batched, site, failed in raw:
+        fp = fingerprint(sql)
+        out.append(
+            Statement(
+                sql=sql,
+                fingerprint=fp,
+                params=params,
+                parameter_sets=sets,
+                duration=duration,
+                rows=rows if isinstance(rows, int) and rows >= 0 else None,
+                executemany=batched,
+                call_site=_display(site),
+                transaction_control=is_transaction_control(fp),
+                failed=failed,
+            )
+        )
+    return out
+
+
 class QueryCapture:
     """The SQL statements issued while a ``with`` block runs.
 
@@ -475,6 +508,7 @@ class QueryCapture:
         include_transactions: bool = False,
         check_pool: bool = True,
         _body: bool = False,
+        sink: list[Any] | None = None,
     ) -> None:
         resolved = tuple(_as_engine(engine) for engine in engines)
         self._engines: tuple[Engine, ...] | None = resolved or None
@@ -484,7 +518,9 @@ class QueryCapture:
         self.include_transactions = include_transactions
         self.check_pool = check_pool
         self._body = _body
-        self._raw: list[_Raw] = []
+        # where the hooks put each statement; a sink of its own (perrequest.py's) may route them
+        # elsewhere — to the request being served — instead of keeping them
+        self._raw: list[_Raw] = sink if sink is not None else []
         self._materialised: list[Statement] = []
         self._consumed = 0
         self._checked_out: dict[Any, tuple[Any, _RawSite | None]] = {}
@@ -533,25 +569,7 @@ class QueryCapture:
         raw = self._raw
         end = len(raw)
         if self._consumed < end:
-            materialised = self._materialised
-            for sql, params, sets, duration, rows, batched, site, failed in raw[
-                self._consumed : end
-            ]:
-                fp = fingerprint(sql)
-                materialised.append(
-                    Statement(
-                        sql=sql,
-                        fingerprint=fp,
-                        params=params,
-                        parameter_sets=sets,
-                        duration=duration,
-                        rows=rows if isinstance(rows, int) and rows >= 0 else None,
-                        executemany=batched,
-                        call_site=_display(site),
-                        transaction_control=is_transaction_control(fp),
-                        failed=failed,
-                    )
-                )
+            self._materialised.extend(statements_of(raw[self._consumed : end]))
             self._consumed = end
         return self._materialised
 
