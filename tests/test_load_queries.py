@@ -218,3 +218,45 @@ def test_the_marker_budget_applies_to_every_app_run(pytester: pytest.Pytester) -
             "*queries_per_request= budget counts SQL per request: serve='process' runs the app*",
         ]
     )
+
+
+def _memory_engine() -> Any:
+    return sa.create_engine(
+        "sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+    )
+
+
+def test_flask_and_aiohttp_requests_are_attributed_too() -> None:
+    flask = pytest.importorskip("flask")
+    from aiohttp import web
+
+    engine = _memory_engine()
+
+    def two_statements() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+            conn.execute(sa.text("select 2"))
+
+    wsgi = flask.Flask("attributed")
+
+    @wsgi.get("/items/<int:item>")
+    def item(item: int) -> str:
+        two_statements()
+        return "ok"
+
+    result = run_load(wsgi, {"path": "/items/3", "requests": 30, "users": 3, "queries": True})
+    assert result.queries is not None
+    assert result.queries.per_request == Counter({2: 30})
+    assert list(result.queries.by_endpoint) == ["GET /items/<int:item>"]
+
+    async def handler(request: Any) -> Any:
+        two_statements()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/things/{id}", handler)
+    result = run_load(app, {"path": "/things/1", "requests": 30, "queries": True})
+    assert result.serve == "loop"
+    assert result.queries is not None
+    assert result.queries.per_request == Counter({2: 30})
+    assert list(result.queries.by_endpoint) == ["GET /things/{id}"]

@@ -125,13 +125,25 @@ def _asgi_endpoint(scope: MutableMapping[str, Any]) -> str:
     return f"{scope.get('method', '?')} {template or scope.get('path', '?')}"
 
 
-def _wsgi_endpoint(environ: MutableMapping[str, Any]) -> str:
-    """``GET /items/<int:item_id>`` for Flask (werkzeug's request keeps its URL rule), else the
-    path."""
+def _wsgi_endpoint(app: Any, environ: MutableMapping[str, Any]) -> str:
+    """``GET /items/<int:item_id>``: the route the framework would match (Flask's URL map,
+    Django's resolver), else the path. Worked out only when a tap wants endpoints: the
+    frameworks drop their request objects before the server closes the body."""
     method = environ.get("REQUEST_METHOD", "?")
-    request = environ.get("werkzeug.request")
-    rule = getattr(getattr(request, "url_rule", None), "rule", None)
-    return f"{method} {rule or environ.get('PATH_INFO', '?')}"
+    path = environ.get("PATH_INFO", "?")
+    rule: str | None = None
+    try:
+        url_map = getattr(app, "url_map", None)
+        if url_map is not None:  # Flask, werkzeug
+            rule = url_map.bind_to_environ(environ).match(return_rule=True)[0].rule
+        elif type(app).__module__.startswith("django."):
+            from django.urls import resolve
+
+            route = resolve(path).route
+            rule = "/" + route if route else None
+    except Exception:  # no route matched (a 404), or another framework: the path then
+        rule = None
+    return f"{method} {rule or path}"
 
 
 def track_asgi(app: Any, tracker: RequestTracker, state: dict[str, Any]) -> Any:
@@ -156,11 +168,13 @@ def track_asgi(app: Any, tracker: RequestTracker, state: dict[str, Any]) -> Any:
 class _TrackedBody:
     """A WSGI response body: the request ends when the server has sent it and closed it."""
 
-    def __init__(self, body: Iterable[bytes], tracker: RequestTracker, handle: Any, environ: Any):
+    def __init__(
+        self, body: Iterable[bytes], tracker: RequestTracker, handle: Any, endpoint: Any
+    ) -> None:
         self._body = body
         self._tracker = tracker
         self._handle = handle
-        self._environ = environ
+        self._endpoint = endpoint
         self._done = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -174,18 +188,22 @@ class _TrackedBody:
         finally:
             if not self._done:
                 self._done = True
-                self._tracker.end(self._handle, lambda: _wsgi_endpoint(self._environ))
+                self._tracker.end(self._handle, self._endpoint)
 
 
 def track_wsgi(app: Any, tracker: RequestTracker) -> Any:
     def tracked(environ: Any, start_response: Any) -> Iterable[bytes]:
         handle = tracker.begin()
+
+        def endpoint() -> str:
+            return _wsgi_endpoint(app, environ)
+
         try:
             body = app(environ, start_response)
         except BaseException:
-            tracker.end(handle, lambda: _wsgi_endpoint(environ))
+            tracker.end(handle, endpoint)
             raise
-        return _TrackedBody(body, tracker, handle, environ)
+        return _TrackedBody(body, tracker, handle, endpoint)
 
     return tracked
 
