@@ -158,8 +158,13 @@ def sides(served: Served, generator: int) -> tuple[Side, Side]:
     if served.mode == "process":
         return Side(pids=served.pids), process_side(exclude=served.pids)
     if served.mode == "loop":
-        shared = "serve='loop': the app runs on the generator's thread, one figure for both"
-        return Side(threads=(generator,), own_rss=True, shared=shared), thread_side(
+        # the app's handlers share the generator's thread, and hand sync work to other threads
+        # (FastAPI's sync endpoints): the server is the whole process, the generator its thread
+        shared = (
+            "serve='loop': the app shares the generator's thread, counted on both sides; RSS is "
+            "the whole process's"
+        )
+        return Side(this_process=True, own_rss=True, shared=shared), thread_side(
             generator, shared=shared
         )
     shared = "serve='thread': RSS is the whole process's, shared with the generator"
