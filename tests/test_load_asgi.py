@@ -303,3 +303,17 @@ def test_the_run_returns_once_the_app_has_finished_its_handlers() -> None:
     # requests in flight when the window closed are not counted, but were finished by the app
     # before the run returned: nothing it started runs after it
     assert len(finished) >= result.count + result.unfinished
+
+
+@pytest.mark.asyncio
+async def test_arun_serves_an_asgi_app_from_an_async_test() -> None:
+    from pytest_bridgeperf.load import arun_load
+
+    events: list[tuple[str, Any]] = []
+    result = await arun_load(make_app(events), {"path": "/hello", "requests": 20})
+    assert result.status_counts == {200: 20}
+    assert [k for k, _ in events].count("shutdown") == 1
+    loop_mode = await arun_load(
+        make_app(events), {"path": "/hello", "requests": 20, "serve": "loop"}
+    )
+    assert loop_mode.serve == "loop"

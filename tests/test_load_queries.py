@@ -260,3 +260,22 @@ def test_flask_and_aiohttp_requests_are_attributed_too() -> None:
     assert result.queries is not None
     assert result.queries.per_request == Counter({2: 30})
     assert list(result.queries.by_endpoint) == ["GET /things/{id}"]
+
+
+def test_a_perf_queries_block_around_a_child_process_run_is_warned(library: Library) -> None:
+    from pytest_bridgeperf import AppFactory
+    from pytest_bridgeperf.queries import QueryCapture
+
+    with QueryCapture(check_pool=False) as q, pytest.warns(UserWarning, match="cannot see"):
+        run_load(AppFactory(_plain_app), {"serve": "process", "requests": 3})
+    assert q.count == 0  # the child's statements: not this process's
+
+
+def _plain_app() -> Any:
+    app = fastapi.FastAPI()
+
+    @app.get("/")
+    async def root() -> str:
+        return "ok"
+
+    return app
