@@ -18,8 +18,9 @@ from .stats import LatencyHistogram
 from .units import UnitError
 
 if TYPE_CHECKING:
-    from .load import LoadError, LoadResult, Request
+    from .load import AppFactory, LoadAppError, LoadError, LoadResult, Request, ResourceUsage
     from .load.api import PerfLoad
+    from .load.sessions import VirtualUser
     from .measure import MeasureError, Timer
     from .memory import LeakDetected, LeakReport, MemoryBlock, MemoryBudgetExceeded, PerfMemory
     from .queries import PerfQueries, QueryCapture, Statement, fingerprint
@@ -28,9 +29,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "AppFactory": "pytest_bridgeperf.load",
+    "LoadAppError": "pytest_bridgeperf.load",
     "LoadError": "pytest_bridgeperf.load",
     "LoadResult": "pytest_bridgeperf.load",
     "Request": "pytest_bridgeperf.load",
+    "ResourceUsage": "pytest_bridgeperf.load",
+    "VirtualUser": "pytest_bridgeperf.load.sessions",
     "PerfLoad": "pytest_bridgeperf.load.api",
     "ThresholdError": "pytest_bridgeperf.thresholds",
     "Timer": "pytest_bridgeperf.measure",
@@ -47,10 +52,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "AppFactory",
     "Budgets",
     "LatencyHistogram",
     "LeakDetected",
     "LeakReport",
+    "LoadAppError",
     "LoadError",
     "LoadResult",
     "MeasureError",
@@ -63,10 +70,12 @@ __all__ = [
     "QueryCapture",
     "Recorder",
     "Request",
+    "ResourceUsage",
     "Statement",
     "ThresholdError",
     "Timer",
     "UnitError",
+    "VirtualUser",
     "__version__",
     "fingerprint",
 ]

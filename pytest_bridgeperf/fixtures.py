@@ -12,6 +12,7 @@ import pytest
 
 from .metrics import Recorder
 from .plugin import baseline_value, recorder_for, settings_key
+from .state import budgets_key
 
 if TYPE_CHECKING:  # the optional dependencies are imported when a fixture is first used
     from .load.api import PerfLoad
@@ -35,9 +36,11 @@ def perf(request: pytest.FixtureRequest) -> Recorder:
 @pytest.fixture
 def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
     """Load tests: ``result = perf_load(target, users=16, duration="5s")`` or, in async tests,
-    ``result = await perf_load.arun(...)``. ``target`` is a URL, an ``aiohttp.web.Application``
-    (served on 127.0.0.1) or a callable. Results are recorded per request name; marker budgets
-    (``p95=``, ``error_rate=``, ``rps=``) apply to them."""
+    ``result = await perf_load.arun(...)``. ``target`` is a URL, a web app served on 127.0.0.1
+    for the run (ASGI, WSGI, ``aiohttp.web.Application``; ``serve="loop"|"thread"|"process"``),
+    an app factory (``app_factory=True`` or ``AppFactory(fn, ...)``) or a callable. Results are
+    recorded per request name; marker budgets (``p95=``, ``error_rate=``, ``rps=``) apply to
+    them."""
     from .load.api import PerfLoad
 
     config = request.config
@@ -77,6 +80,7 @@ def perf_load(request: pytest.FixtureRequest) -> Iterator[PerfLoad]:
         deadline=lambda: _timeout_deadline(request.node),
         duration_cap=_round_option(config, "load_duration"),
         load_hosts=settings.load_hosts,
+        queries_budget=_queries_budget(request.node),
     )
     yield load
     load.close()
@@ -87,6 +91,11 @@ def _round_option(config: pytest.Config, name: str) -> Any:
     side = config.pluginmanager.get_plugin("bridgeperf-side")
     request = getattr(side, "request", None)
     return getattr(request, "options", {}).get(name) if request is not None else None
+
+
+def _queries_budget(item: pytest.Item) -> bool:
+    budgets = item.stash.get(budgets_key, None)
+    return budgets is not None and budgets.queries_per_request is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -642,6 +642,11 @@ def describe(details: Mapping[str, Any] | None) -> str:
     for any other metric. Shared by the terminal summary and the Markdown and HTML reports."""
     if not isinstance(details, Mapping):
         return ""
+    if "server" in details or "generator" in details:  # a load run's surroundings
+        from .load.resources import describe_usage
+
+        text = describe_usage(details.get("server"), details.get("generator"))
+        return f"({text})" if text else ""
     clock = details.get("clock")
     if not isinstance(clock, str):
         return ""

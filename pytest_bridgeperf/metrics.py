@@ -521,6 +521,7 @@ def _budget_parsers() -> dict[str, Any]:
         "error_rate": parse_percent,
         "rps": parse_rate,
         "queries": parse_count,
+        "queries_per_request": parse_count,
         "memory": parse_size,
         "rss": parse_size,
         "tolerance": parse_percent,
@@ -541,6 +542,7 @@ class Budgets:
     error_rate: float | None = None
     rps: float | None = None
     queries: int | None = None
+    queries_per_request: int | None = None
     memory: int | None = None
     rss: int | None = None
     tolerance: float | None = None
@@ -586,6 +588,8 @@ BUDGET_HELP = {
     "error_rate": "max error rate of load results, e.g. '1%'",
     "rps": "min throughput of load results, requests/s",
     "queries": "max SQL statements issued by the test body",
+    "queries_per_request": "max SQL statements of any one request of a load run on an app "
+    "served in this process",
     "memory": "max Python-heap peak of the test body, e.g. '64MB' or '64MiB'",
     "rss": "max RSS peak of the test body",
     "tolerance": "this test's regression tolerance, e.g. '20%'",
@@ -596,6 +600,7 @@ _ROLE_BUDGETS = {
     "error_rate": "error_rate",
     "rps": "rps",
     "queries": "queries",
+    "queries_per_request": "queries_per_request",
     "memory": "memory",
     "rss": "rss",
 }

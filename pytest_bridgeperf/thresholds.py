@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from .units import UnitError, format_value, parse_duration, parse_percent, parse_rate
+from .units import (
+    UnitError,
+    format_value,
+    parse_duration,
+    parse_percent,
+    parse_rate,
+    parse_size,
+)
 
 __all__ = [
     "MIN_TAIL_SAMPLES",
@@ -89,9 +96,19 @@ _METRICS: dict[str, tuple[str, str]] = {
     "errors": ("count", "errors"),
     "count": ("count", "count"),
     "rps": ("rate", "rps"),
+    # what a load result knows about its surroundings (result.server, .generator, .queries)
+    "server_cpu": ("cpu", "server_cpu"),
+    "server_rss": ("size", "server_rss"),
+    "generator_cpu": ("cpu", "generator_cpu"),
+    "queries_per_request": ("count", "queries_per_request"),
 }
+#: labels measured from an optional part of the result; None there fails the threshold
+_OPTIONAL = frozenset(("server_cpu", "server_rss", "generator_cpu", "queries_per_request"))
 _BARE_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
-_KNOWN = "p(N) e.g. p(95), avg, med, min, max, error_rate, errors, count, rps"
+_KNOWN = (
+    "p(N) e.g. p(95), avg, med, min, max, error_rate, errors, count, rps, server_cpu, "
+    "server_rss, generator_cpu, queries_per_request"
+)
 
 
 @dataclass(frozen=True)
@@ -123,10 +140,46 @@ class Threshold:
             return float(result.errors)
         if label == "count":
             return float(result.count)
+        if label in _OPTIONAL:
+            value, _ = optional_measure(result, label)
+            return math.nan if value is None else value
         return result.rps
 
     def unit(self) -> str:
-        return {"latency": "s", "ratio": "ratio", "rate": "1/s", "count": "count"}[self.kind]
+        return {
+            "latency": "s",
+            "ratio": "ratio",
+            "rate": "1/s",
+            "count": "count",
+            "cpu": "ratio",
+            "size": "bytes",
+        }[self.kind]
+
+
+def optional_measure(result: object, label: str) -> tuple[float | None, str]:
+    """(the value, or None and why it is missing) of a threshold on the server's or the
+    generator's resources (CPU as a fraction of one core) or on queries per request (the
+    most any one request issued)."""
+    if label == "queries_per_request":
+        queries = getattr(result, "queries", None)
+        if queries is None:
+            return None, (
+                "no SQL was attributed to requests: pass queries=True, with the app served in "
+                "this process (serve='loop' or 'thread'; in a child process, with "
+                "serve='process', neither perf_queries nor perf_memory can see inside the app)"
+            )
+        return float(queries.max), ""
+    side = label.split("_", 1)[0]
+    usage = getattr(result, side, None)
+    if usage is None:
+        return None, (
+            f"the {side}'s resources were not measured (a callable target has no server; a URL "
+            "target's server is found only on loopback, and with psutil installed)"
+        )
+    if label.endswith("_rss"):
+        rss = getattr(usage, "rss_peak", None)
+        return (None, f"the {side}'s RSS could not be read") if rss is None else (float(rss), "")
+    return float(usage.cpu) / 100, ""
 
 
 @dataclass(frozen=True)
@@ -164,6 +217,10 @@ def _parse_limit(kind: str, raw: str, text: str) -> float:
             return parse_percent(raw)
         if kind == "rate":
             return parse_rate(raw)
+        if kind == "cpu":
+            return parse_percent(raw, bare_is_percent=True)
+        if kind == "size":
+            return float(parse_size(raw))
         value = float(raw)
         if not value.is_integer() or value < 0:
             raise ThresholdError(f"threshold {text!r}: {raw!r} is not a whole, non-negative count")
@@ -248,6 +305,11 @@ def evaluate(result: Measured, thresholds: Iterable[str | Threshold]) -> list[Ou
         if result.count == 0:
             outcomes.append(Outcome(t, False, None, "no requests completed: nothing was measured"))
             continue
+        if t.label in _OPTIONAL:
+            value, why = optional_measure(result, t.label)
+            if value is None:
+                outcomes.append(Outcome(t, False, None, why))
+                continue
         if t.kind == "latency":
             n = result.latency_count
             if n == 0:

@@ -241,6 +241,7 @@ def test_budgets_parse_every_keyword() -> None:
             "error_rate": "1%",
             "rps": "2k/s",
             "queries": 5,
+            "queries_per_request": "4",
             "memory": "64MiB",
             "rss": "1GB",
             "tolerance": "20%",
@@ -251,6 +252,7 @@ def test_budgets_parse_every_keyword() -> None:
     assert budgets.error_rate == pytest.approx(0.01)
     assert budgets.rps == 2000
     assert budgets.queries == 5
+    assert budgets.queries_per_request == 4
     assert budgets.memory == 64 * 2**20
     assert budgets.rss == 10**9
     assert budgets.tolerance == pytest.approx(0.2)

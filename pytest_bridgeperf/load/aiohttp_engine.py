@@ -16,7 +16,7 @@ import aiohttp
 
 from .callables import TaskSlot
 from .engine import Run
-from .options import LoadOptions, encode_dynamic_body
+from .options import LoadOptions, Request, encode_dynamic_body
 from .safety import LoadTargetError, Target, check_allowed, parse_url
 
 __all__ = ["AiohttpEngine"]
@@ -51,16 +51,17 @@ def _kind(exc: BaseException) -> str:
 
 
 class AiohttpSlot(TaskSlot):
-    __slots__ = ("engine",)
+    __slots__ = ("engine", "user")
 
     backoff = _BACKOFF
 
-    def __init__(self, engine: AiohttpEngine) -> None:
+    def __init__(self, engine: AiohttpEngine, user: int = 0) -> None:
         super().__init__(engine.run)
         self.engine = engine
+        self.user = user
 
     async def _send(self, req: int) -> tuple[int, int]:
-        return await self.engine.request(req)
+        return await self.engine.request(req, self.user)
 
     def _error_kind(self, exc: Exception) -> str:
         return _kind(exc)
@@ -75,18 +76,30 @@ class AiohttpEngine:
         self.options = options
         self.allowed_hosts = tuple(allowed_hosts)
         self.session: aiohttp.ClientSession | None = None
-        self.static: list[tuple[bytes | None, dict[str, str]]] = []
-        for request in options.mix:
+        self.static = self._encode(options.mix)
+        #: per user, its requests with their templates filled (``on_start``); set before open()
+        self.user_requests: list[tuple[Request, ...]] | None = None
+        self.user_static: list[list[tuple[bytes | None, dict[str, str]]]] = []
+
+    @staticmethod
+    def _encode(requests: Iterable[Request]) -> list[tuple[bytes | None, dict[str, str]]]:
+        static = []
+        for request in requests:
             body, ctype = request.static_body() if request.body is None else (None, None)
             headers = dict(request.headers)
             if ctype and not any(k.lower() == "content-type" for k in headers):
                 headers["Content-Type"] = ctype
-            self.static.append((body, headers))
+            static.append((body, headers))
+        return static
 
-    async def request(self, req: int) -> tuple[int, int]:
+    async def request(self, req: int, user: int = 0) -> tuple[int, int]:
         assert self.session is not None
-        request = self.options.mix[req]
-        body, headers = self.static[req]
+        if self.user_requests is not None:
+            request = self.user_requests[user][req]
+            body, headers = self.user_static[user][req]
+        else:
+            request = self.options.mix[req]
+            body, headers = self.static[req]
         if request.body is not None:
             try:
                 body, ctype = encode_dynamic_body(request.body())
@@ -137,7 +150,9 @@ class AiohttpEngine:
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=True, trust_env=False
         )
-        return [AiohttpSlot(self) for _ in range(users)]
+        if self.user_requests is not None:
+            self.user_static = [self._encode(requests) for requests in self.user_requests]
+        return [AiohttpSlot(self, i) for i in range(users)]
 
     def close(self, slots: list[Any]) -> None:
         for slot in slots:

@@ -12,11 +12,14 @@ from typing import Any
 
 from ..metrics import Recorder
 from ..units import UnitError, parse_duration
+from .apps import is_web_target
 from .engine import ProgressCallback
 from .interrupts import Deadline
+from .options import LoadOptionError
 from .record import record_result
 from .result import LoadResult
 from .runner import arun_load, new_runner, run_load
+from .webapps import IN_CHILD
 
 __all__ = ["SATURATED_CPU", "PerfLoad"]
 
@@ -28,8 +31,10 @@ SATURATED_CPU = 90.0
 class PerfLoad:
     """``perf_load(target, **options) -> LoadResult``; ``await perf_load.arun(target, ...)``.
 
-    ``target``: a URL (loopback, or a host listed in ``perf_allowed_hosts``), an
-    ``aiohttp.web.Application`` (served on 127.0.0.1 for the run) or a callable, sync or async.
+    ``target``: a URL (loopback, or a host listed in ``perf_allowed_hosts``), a web app served
+    on 127.0.0.1 for the run (ASGI, WSGI or ``aiohttp.web.Application``; where: ``serve=``), a
+    factory of one (``app_factory=True``, or ``AppFactory(create_app, *args)``), or a callable,
+    sync or async.
     Every result is recorded into the test's metrics (``record=False`` opts out).
     """
 
@@ -44,6 +49,7 @@ class PerfLoad:
         deadline: Callable[[], Deadline | None] | None = None,
         duration_cap: float | None = None,
         load_hosts: Iterable[str] = (),
+        queries_budget: bool = False,
     ) -> None:
         self._recorder = recorder
         self._allowed_hosts = tuple(allowed_hosts)
@@ -57,6 +63,8 @@ class PerfLoad:
         self._duration_cap = duration_cap
         #: ini perf_load_hosts: the generators of runs that name neither hosts= nor workers=
         self._load_hosts = tuple(load_hosts)
+        #: the test has a queries_per_request= budget: attribute SQL in every app run
+        self._queries_budget = queries_budget
         #: Every result of this test, in order.
         self.results: list[LoadResult] = []
         # one event loop for the test's sync runs: an aiohttp app can be load-tested repeatedly
@@ -82,8 +90,20 @@ class PerfLoad:
             return options  # the run's own validation names the bad value
         return {**options, "duration": min(seconds, cap)}
 
+    def _with_budget(self, target: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """A ``queries_per_request=`` budget turns on SQL attribution for app targets."""
+        if not self._queries_budget or "queries" in options:
+            return options
+        if not is_web_target(target, options.get("app_factory") is True):
+            return options
+        if options.get("serve") == "process":
+            raise LoadOptionError(
+                f"the marker's queries_per_request= budget counts SQL per request: {IN_CHILD}"
+            )
+        return {**options, "queries": True}
+
     def __call__(self, target: Any, **options: Any) -> LoadResult:
-        options = self._capped(options)
+        options = self._with_budget(target, self._capped(options))
         if self._runner is None:
             self._runner = new_runner()
         result = run_load(target, options, runner=self._runner, **self._kwargs(options))
@@ -97,7 +117,7 @@ class PerfLoad:
 
     async def arun(self, target: Any, **options: Any) -> LoadResult:
         """The same as calling it, on the running event loop (for async tests)."""
-        options = self._capped(options)
+        options = self._with_budget(target, self._capped(options))
         return self._finish(await arun_load(target, options, **self._kwargs(options)), options)
 
     def _finish(self, result: LoadResult, options: dict[str, Any]) -> LoadResult:

@@ -479,6 +479,7 @@ class Run:
         total.intended = self.intended
         total.distorted = self.distorted
         total.stopped_by = self.stopped_by
+        total.measured_ns = (self.measure_start_ns, min(stopped_at, self.end_ns))
         return total
 
 

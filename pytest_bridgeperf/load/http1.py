@@ -170,6 +170,7 @@ class HttpUser:
         "out",
         "parser",
         "req",
+        "requests",
         "resent",
         "resp_bytes",
         "run",
@@ -202,6 +203,8 @@ class HttpUser:
         self.early: list[bytes] = []
         self.resent = 0  # start_ns of the request sent a second time (never 0 for a request)
         self.out = b""
+        #: this user's own requests (``on_start`` filled their templates), None: the run's
+        self.requests: tuple[Request, ...] | None = None
 
     # connection ------------------------------------------------------------------------------
     async def preconnect(self) -> None:
@@ -353,7 +356,7 @@ class HttpUser:
                 wire = self.out  # the same body again, not a new one from the factory
             else:
                 try:
-                    wire = self.out = self.engine.build(self.req)
+                    wire = self.out = self.engine.build(self.req, self.requests)
                 except Exception as exc:  # the user's body factory: stop and show it
                     self.run.abort_with(exc)
                     return
@@ -464,6 +467,8 @@ class FastHttpEngine:
         self.lats = [array("q") for _ in options.mix]
         self.odd = [array("H") for _ in options.mix]
         self.users: list[HttpUser] = []
+        #: per user, its requests with their templates filled (``on_start``); set before open()
+        self.user_requests: list[tuple[Request, ...]] | None = None
         run.flushers.append(self.flush)
 
     def flush(self) -> None:
@@ -495,8 +500,8 @@ class FastHttpEngine:
                 collector.bytes += user.rx[req]
                 user.rx[req] = 0
 
-    def build(self, req: int) -> bytes:
-        request = self.options.mix[req]
+    def build(self, req: int, requests: tuple[Request, ...] | None = None) -> bytes:
+        request = (requests or self.options.mix)[req]
         assert request.body is not None
         body, content_type = encode_dynamic_body(request.body())
         return encode_request(request, self.target, body, content_type)
@@ -504,6 +509,15 @@ class FastHttpEngine:
     async def open(self, users: int) -> list[HttpUser]:
         cls = HeadAwareUser if any(self.head_reqs) else HttpUser
         slots = self.users = [cls(self) for _ in range(users)]
+        if self.user_requests is not None:
+            # a session per user: its requests encoded once, before its connection exists (the
+            # parser's closure reads the user's wire when it is made)
+            for slot, requests in zip(slots, self.user_requests, strict=True):
+                slot.requests = requests
+                slot.wire = [
+                    None if r.body is not None else encode_request(r, self.target) for r in requests
+                ]
+                slot.only = slot.wire[0] if len(slot.wire) == 1 else None
         await slots[0].preconnect()  # a refused connection fails here, before the others
         await asyncio.gather(*(s.preconnect() for s in slots[1:]))
         return slots

@@ -114,6 +114,9 @@ class LoadOptions:
     expect_errors: bool = False
     #: execnet gateway specs of the generators the run is split over (``hosts=``), expanded
     hosts: tuple[str, ...] = ()
+    #: per virtual user, once before the run (log in...): its state fills the requests'
+    #: ``{placeholders}`` (see :mod:`.sessions`)
+    on_start: Callable[[Any], Any] | None = None
 
     @property
     def model(self) -> str:
@@ -268,6 +271,7 @@ _KNOWN_OPTIONS = [
     "progress",
     "expect_errors",
     "hosts",
+    "on_start",
 ]
 
 
@@ -448,6 +452,17 @@ def build_options(
     for flag in ("follow_redirects", "verify_tls", "record", "progress", "expect_errors"):
         if flag in o and not isinstance(o[flag], bool):
             raise LoadOptionError(f"{flag}={o[flag]!r}: expected True or False")
+    on_start = o.get("on_start")
+    if on_start is not None:
+        if not callable(on_start):
+            raise LoadOptionError(f"on_start={on_start!r}: expected a function of the user")
+        if is_callable:
+            raise LoadOptionError("on_start= prepares HTTP users; a callable target has none")
+        if workers > 1 or hosts:
+            raise LoadOptionError(
+                "on_start= runs in this process, before the run; it cannot be combined with "
+                f"{'hosts=' if hosts else 'workers='} yet"
+            )
     return LoadOptions(
         users=users,
         think_time=think_time,
@@ -469,6 +484,7 @@ def build_options(
         max_duration=max_duration,
         expect_errors=bool(o.get("expect_errors", False)),
         hosts=hosts,
+        on_start=on_start,
     )
 
 

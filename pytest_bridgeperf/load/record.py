@@ -25,7 +25,7 @@ def _unique_base(recorder: Recorder, base: str) -> str:
 
 
 def _record_one(recorder: Recorder, base: str, result: LoadResult, distorted: str | None) -> None:
-    details = {
+    details: dict[str, object] = {
         "count": result.count,
         "errors": result.errors,
         "model": result.model,
@@ -35,6 +35,13 @@ def _record_one(recorder: Recorder, base: str, result: LoadResult, distorted: st
     }
     if result.target_rate is not None:
         details["target_rate"] = result.target_rate
+    # where the server ran and what it and the generator used: shown next to the latency in
+    # the terminal and the reports (measure.describe); never compared
+    if result.serve is not None:
+        details["serve"] = result.serve
+    for side, usage in (("server", result.server), ("generator", result.generator)):
+        if usage is not None:
+            details[side] = {"cpu": round(usage.cpu, 1), "rss_peak": usage.rss_peak}
     recorded: list[Metric] = []
     if result.latency_count:
         latency = recorder.record(
@@ -92,6 +99,18 @@ def record_result(recorder: Recorder, result: LoadResult) -> str:
     """Record ``result`` (total and per request name); returns the metric name prefix used."""
     base = _unique_base(recorder, result.name)
     _record_one(recorder, base, result, result.distorted)
+    if result.queries is not None and result.queries.requests:
+        # the most statements any measured request issued: deterministic for a deterministic
+        # app (a request's code path does not depend on the load), so compared exactly, and
+        # what the marker budget queries_per_request= applies to
+        recorder.record(
+            f"{base} queries_per_request",
+            result.queries.max,
+            unit="count",
+            role="queries_per_request",
+            noisy=False,
+            details={**result.queries.to_details(), "explain": result.queries.explain()},
+        )
     if len(result.by_name) > 1:
         for name, part in result.by_name.items():
             _record_one(recorder, f"{base} [{name}]", part, result.distorted)

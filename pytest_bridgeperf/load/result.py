@@ -13,11 +13,15 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import thresholds as _thresholds
 from ..stats import LatencyHistogram
 from ..units import format_duration, format_size
+from .resources import ResourceUsage, describe_usage
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only by runs that attribute queries
+    from ..queries.perrequest import RequestQueries
 
 __all__ = [
     "HostShare",
@@ -127,6 +131,17 @@ class LoadResult:
     stopped_by: str | None = None
     #: a run split over generator processes (``hosts=``, ``workers=``): each one's share
     hosts: list[HostShare] = field(default_factory=list)
+    #: where a web app target was served for the run ("loop", "thread", "process"), else None
+    serve: str | None = None
+    #: the measured phase, (start, end) on this machine's ``perf_counter_ns`` clock
+    measured_ns: tuple[int, int] | None = None
+    #: CPU and memory of the process(es) serving the target, sampled ~10 Hz during the run
+    #: (None when they are not known: a callable target, a URL whose server was not found)
+    server: ResourceUsage | None = None
+    #: CPU and memory of the load generator (this process, its threads, its workers)
+    generator: ResourceUsage | None = None
+    #: SQL statements per measured request, when the run attributed them (``queries=``)
+    queries: RequestQueries | None = None
 
     # headline numbers -----------------------------------------------------------------------
     @property
@@ -239,6 +254,11 @@ class LoadResult:
             )
         if self.hosts:
             parts.append(_generators_text(self.hosts))
+        if self.queries is not None:
+            parts.append(self.queries.summary())
+        usage = describe_usage(self.server, self.generator)
+        if usage:
+            parts.append(usage)
         if self.interrupted:
             parts.append("INTERRUPTED: partial results")
         return "; ".join(parts)
@@ -281,6 +301,7 @@ class LoadResult:
             "distorted": self.distorted,
             "stopped_by": self.stopped_by,
             "hosts": [h.to_dict() for h in self.hosts],
+            "measured_ns": list(self.measured_ns) if self.measured_ns else None,
         }
 
     @classmethod
@@ -313,6 +334,7 @@ class LoadResult:
             distorted=data.get("distorted"),
             stopped_by=data.get("stopped_by"),
             hosts=[HostShare.from_dict(h) for h in data.get("hosts", ())],
+            measured_ns=_window(data.get("measured_ns")),
         )
 
 
@@ -459,7 +481,19 @@ def merge_results(parts: Iterable[LoadResult]) -> LoadResult:
         target=first.target,
         distorted="; ".join(dict.fromkeys(p.distorted for p in items if p.distorted)) or None,
         stopped_by=next((p.stopped_by for p in items if p.stopped_by), None),
+        measured_ns=_span([p.measured_ns for p in items]),
     )
+
+
+def _window(raw: Any) -> tuple[int, int] | None:
+    return (int(raw[0]), int(raw[1])) if raw else None
+
+
+def _span(windows: list[tuple[int, int] | None]) -> tuple[int, int] | None:
+    known = [w for w in windows if w is not None]
+    if not known:
+        return None
+    return min(w[0] for w in known), max(w[1] for w in known)
 
 
 def merged_histogram(parts: list[LatencyHistogram]) -> LatencyHistogram:

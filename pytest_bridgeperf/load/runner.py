@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import threading
 import time
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -20,15 +20,18 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
+from .apps import check_callable_target, is_web_target
 from .engine import ProgressCallback, Run, check_rate
 from .errors import check_errors
 from .interrupts import TIMEOUT_SIGNAL, Deadline, Stops, StopSignal, hold_alarm, sigint_stops
 from .options import LoadOptionError, LoadOptions, build_options
+from .resources import ResourceSampler, attach_usage, process_side, url_sampler
 from .result import LoadResult
 from .safety import LoadTargetError, Target, check_allowed, parse_url
+from .webapps import reject_app_options, run_web_app
 
 __all__ = ["LoadConnectionError", "arun_load", "run_load"]
 
@@ -40,15 +43,6 @@ class LoadConnectionError(ConnectionError):
 
 
 StartHook = Callable[[], Awaitable[int | None]]
-
-
-def _is_app(target: object) -> bool:
-    cls = type(target)
-    if not cls.__module__.startswith("aiohttp"):
-        return False
-    from aiohttp import web
-
-    return isinstance(target, web.Application)
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -89,75 +83,6 @@ def quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-class ServedApp:
-    """An ``aiohttp.web.Application`` served by the fixture, with its requests being handled
-    counted: the run returns only once the app has finished them."""
-
-    def __init__(self, url: str = "") -> None:
-        self.url = url
-        self.active = 0  # requests whose handler is running
-        self.handled = 0  # requests whose handler has returned (or raised)
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def count(self, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
-        async def counted(request: Any) -> Any:
-            self.active += 1
-            self._idle.clear()
-            try:
-                return await handler(request)
-            finally:
-                self.active -= 1
-                self.handled += 1
-                if self.active == 0:
-                    self._idle.set()
-
-        return counted
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) until no handler runs; False if one still does."""
-        if self.active == 0:
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-
-@asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[ServedApp]:
-    """Serve an ``aiohttp.web.Application`` on 127.0.0.1, an ephemeral port."""
-    from aiohttp import web
-
-    bound = getattr(app, "_loop", None)  # aiohttp ties an app to the first loop that ran it
-    if bound is not None and bound is not asyncio.get_running_loop():
-        raise LoadTargetError(
-            "this aiohttp Application already ran on another event loop, and aiohttp does not "
-            "allow moving it; create the app per test (e.g. in a fixture), or use "
-            "`await perf_load.arun(app, ...)` on the loop that owns it"
-        )
-    # a short shutdown: handlers still running when the run ended (after waiting for them, or
-    # when the run was interrupted) are not waited for long
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    served = ServedApp()
-    try:
-        # Server.request_handler is what each new connection's protocol calls per request (read
-        # when the connection is made): counting there sees every handler to its end, also one
-        # whose client already went away (aiohttp does not cancel those by default)
-        server = runner.server
-        assert server is not None
-        server.request_handler = served.count(server.request_handler)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        served.url = f"http://127.0.0.1:{port}"
-        yield served
-    finally:
-        await runner.cleanup()
-
-
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
@@ -191,13 +116,19 @@ def run_load(
             "perf_load(...) cannot run inside a running event loop (an async test): "
             "use `result = await perf_load.arun(...)` there"
         )
-    if callable(target) and not _is_app(target) and not _is_async_callable(target):
+    if (
+        callable(target)
+        and not is_web_target(target, options.get("app_factory") is True)
+        and not _is_async_callable(target)
+    ):
+        reject_app_options(options, "a callable")
+        check_callable_target(target)
         opts = build_options(options, max_duration=max_duration, is_callable=True)
         if opts.workers == 1:
             from .callables import run_sync_callable
 
             stop = StopSignal()
-            with hold_alarm(stop, None):
+            with hold_alarm(stop, None), ResourceSampler(None, process_side()) as sampler:
                 result = run_sync_callable(
                     target,
                     opts,
@@ -206,6 +137,7 @@ def run_load(
                     deadline=deadline,
                     stop=stop,
                 )
+            attach_usage(result, sampler)
             check_errors(result, expect_errors=opts.expect_errors)
             return result
     coro = arun_load(
@@ -239,7 +171,9 @@ async def arun_load(
 ) -> LoadResult:
     """Run a load test on the running event loop (an in-process app may share it). A run in
     which every request failed raises :class:`LoadError` unless ``expect_errors=True``."""
-    runs_here = callable(target) and not _is_app(target)  # a callable runs in this process
+    # a callable runs in this process; an app is served here and loaded by the generators
+    app = is_web_target(target, options.get("app_factory") is True)
+    runs_here = callable(target) and not app
     if default_hosts and not ({"hosts", "workers"} & set(options)) and not runs_here:
         options = {**options, "hosts": list(default_hosts)}
     stop = StopSignal()
@@ -261,43 +195,53 @@ async def _arun(
     stops: Stops,
 ) -> LoadResult:
     if isinstance(target, str):
+        reject_app_options(options, "a URL")
         parsed = parse_url(target)
         opts = build_options(options, max_duration=max_duration, default_path=parsed.path)
         check_allowed(parsed, hosts)
-        return await _run_url(parsed, opts, hosts, progress, stops)
-    if _is_app(target):
-        opts = build_options(options, max_duration=max_duration)
-        async with serve_app(target) as served:
-            result = await _run_url(parse_url(served.url), opts, hosts, progress, stops)
-            # the client has its answers; the app may still be finishing a handler (a streamed
-            # response, cleanup after it): return when it is done, so nothing the run started
-            # still runs after it (a perf_queries block around it checks the pool at its exit)
-            ended = not result.interrupted and result.stopped_by is None
-            await served.wait_idle(opts.timeout if ended else 0.0)
-            return result
+        sampler = await asyncio.to_thread(
+            url_sampler, parsed.host, parsed.port, threading.get_ident()
+        )
+        with sampler:
+            result = await _run_url(parsed, opts, hosts, progress, stops)
+        attach_usage(result, sampler)
+        return result
+    if is_web_target(target, options.get("app_factory") is True):
+
+        async def run_url(url: str, opts: LoadOptions) -> LoadResult:
+            return await _run_url(parse_url(url), opts, hosts, progress, stops)
+
+        return await run_web_app(target, options, max_duration=max_duration, run_url=run_url)
     if callable(target):
+        reject_app_options(options, "a callable")
+        check_callable_target(target)
         opts = build_options(options, max_duration=max_duration, is_callable=True)
         label = _label(opts, _callable_label(target))
         if opts.workers > 1:
             from .workers import run_workers
 
             return await run_workers(target, opts, label, hosts, progress, stops)
-        if not _is_async_callable(target):
-            from .callables import run_sync_callable
+        with ResourceSampler(None, process_side()) as sampler:
+            if not _is_async_callable(target):
+                from .callables import run_sync_callable
 
-            return await asyncio.to_thread(
-                run_sync_callable,
-                target,
-                opts,
-                label=label,
-                progress=progress,
-                deadline=stops.deadline,
-                stop=stops.signal,
-            )
-        return await execute(target, opts, label, hosts, progress, stops=stops)
+                result = await asyncio.to_thread(
+                    run_sync_callable,
+                    target,
+                    opts,
+                    label=label,
+                    progress=progress,
+                    deadline=stops.deadline,
+                    stop=stops.signal,
+                )
+            else:
+                result = await execute(target, opts, label, hosts, progress, stops=stops)
+        attach_usage(result, sampler)
+        return result
     raise LoadTargetError(
-        f"perf_load target {target!r}: expected a URL ('http://127.0.0.1:8080/path'), an "
-        "aiohttp.web.Application or a callable"
+        f"perf_load target {target!r}: expected a URL ('http://127.0.0.1:8080/path'), a web "
+        "app (ASGI, WSGI, aiohttp.web.Application), an app factory (app_factory=True) or a "
+        "callable"
     )
 
 
@@ -361,6 +305,12 @@ async def execute(
             engine = AiohttpEngine(run, target, opts, hosts)
             await _preflight(target, opts.timeout)
         target_text = target.url
+        if opts.on_start is not None:
+            from .sessions import start_sessions
+
+            # every user's session before the run starts: logins are not measured, and each
+            # user's requests are encoded once, with its state
+            engine.user_requests = await start_sessions(target.origin, opts, opts.users)
     else:
         from .callables import AsyncCallableEngine
 

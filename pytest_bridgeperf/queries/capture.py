@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from types import CodeType, TracebackType
 from typing import Any
@@ -45,6 +45,7 @@ __all__ = [
     "PerfQueries",
     "QueryCapture",
     "pool_status",
+    "statements_of",
 ]
 
 #: ``assert_no_n_plus_one()`` fails when one line issues the same statement this many times.
@@ -179,6 +180,11 @@ _ROUTES: list[
 _getframe = sys._getframe
 _RECENT = sites.RECENT
 _slow_site = sites.call_site
+
+
+def capturing() -> bool:
+    """Whether a capture (a ``perf_queries`` block, a marker's body count) is active."""
+    return bool(_HUB.captures)
 
 
 def _deliver(entry: _Raw, dialect: Any) -> None:
@@ -496,6 +502,31 @@ def _as_engine(target: Any) -> Engine:
     )
 
 
+def statements_of(entries: Iterable[_Raw]) -> list[Statement]:
+    """Statements from hook entries kept one tuple per statement (a sink's, see
+    :mod:`.perrequest`); a capture's own flat list is read by :meth:`QueryCapture.statements`."""
+    return [_statement(*entry) for entry in entries]
+
+
+def _statement(
+    sql: str, params: Any, duration: float, rows: Any, flags: Any, code: Any, offset: int
+) -> Statement:
+    batched, sets, failed = flags if isinstance(flags, tuple) else (flags, 1, False)
+    fp = fingerprint(sql)
+    return Statement(
+        sql=sql,
+        fingerprint=fp,
+        params=params,
+        parameter_sets=sets,
+        duration=duration,
+        rows=rows if isinstance(rows, int) and rows >= 0 else None,
+        executemany=batched,
+        call_site=None if code is None else sites.display((code, offset)),
+        transaction_control=is_transaction_control(fp),
+        failed=failed,
+    )
+
+
 class QueryCapture:
     """The SQL statements issued while a ``with`` block runs.
 
@@ -514,6 +545,7 @@ class QueryCapture:
         pool_grace: float | str = DEFAULT_POOL_GRACE,
         library_modules: Sequence[str] = (),
         _body: bool = False,
+        sink: list[Any] | None = None,
     ) -> None:
         resolved = tuple(_as_engine(engine) for engine in engines)
         self._engines: tuple[Engine, ...] | None = resolved or None
@@ -531,7 +563,9 @@ class QueryCapture:
             library_modules = library_modules.split()
         self.library_modules = tuple(sites.validate_module_name(m) for m in library_modules)
         self._body = _body
-        self._raw: list[Any] = []  # _FIELDS items per statement
+        # where the hooks put each statement (_FIELDS items each); a sink of its own
+        # (perrequest.py's) may route them elsewhere — to the request being served — instead
+        self._raw: list[Any] = sink if sink is not None else []
         self._materialised: list[Statement] = []
         self._consumed = 0
         self._recording = False
@@ -614,25 +648,8 @@ class QueryCapture:
         end = len(raw)  # a multiple of _FIELDS: each statement's items are added in one go
         if self._consumed < end:
             materialised = self._materialised
-            display = sites.display
             for start in range(self._consumed, end, _FIELDS):
-                sql, params, duration, rows, flags, code, offset = raw[start : start + _FIELDS]
-                batched, sets, failed = flags if isinstance(flags, tuple) else (flags, 1, False)
-                fp = fingerprint(sql)
-                materialised.append(
-                    Statement(
-                        sql=sql,
-                        fingerprint=fp,
-                        params=params,
-                        parameter_sets=sets,
-                        duration=duration,
-                        rows=rows if isinstance(rows, int) and rows >= 0 else None,
-                        executemany=batched,
-                        call_site=None if code is None else display((code, offset)),
-                        transaction_control=is_transaction_control(fp),
-                        failed=failed,
-                    )
-                )
+                materialised.append(_statement(*raw[start : start + _FIELDS]))
             self._consumed = end
         return self._materialised
 
