@@ -35,6 +35,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ class Profile:
 
     #: the user's functions, most expensive (own time) first
     functions: list[FunctionStat]
-    total: float  # seconds on the profiled thread
+    total: float  # seconds on the profiled threads (the test's, and those it started)
     library: float  # of which outside the user's code (not folded into a user function)
     idle: float  # of which the event loop waited for I/O or a timer
     profiler: str = PROFILER
@@ -181,6 +182,15 @@ class Profile:
     artifacts: dict[str, str] = field(default_factory=dict)
     #: why the run's profile is partial (it raised)
     note: str = ""
+    #: threads started during the run and profiled with it (an app served on a thread, a pool)
+    threads: int = 0
+
+    @property
+    def where(self) -> str:
+        """``the test's thread`` (and the threads it started, when there were any)."""
+        if not self.threads:
+            return "the test's thread"
+        return f"the test's thread and {self.threads} it started"
 
     def top(self, count: int = TOP) -> list[FunctionStat]:
         return [f for f in self.functions if f.own > 0 or f.cumulative > 0][:count]
@@ -197,6 +207,8 @@ class Profile:
             data["artifacts"] = dict(self.artifacts)
         if self.note:
             data["note"] = self.note
+        if self.threads:
+            data["threads"] = self.threads
         return data
 
     @classmethod
@@ -216,6 +228,7 @@ class Profile:
                 profiler=str(data.get("profiler", PROFILER)),
                 artifacts={str(k): str(v) for k, v in dict(data.get("artifacts") or {}).items()},
                 note=str(data.get("note", "")),
+                threads=int(data.get("threads", 0)),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"not a profile: {exc}") from None
@@ -321,8 +334,10 @@ class ProfileRun:
 
 @contextlib.contextmanager
 def profiling(root: Path | None = None) -> Iterator[ProfileRun]:
-    """Profile what runs in the block on this thread under cProfile. An exception of the block
-    is noted on the profile (which covers the run up to it) and re-raised."""
+    """Profile what runs in the block on this thread under cProfile, and on the threads started
+    in it (an app served on a thread of its own, the thread pool it hands sync work to). An
+    exception of the block is noted on the profile (which covers the run up to it) and
+    re-raised."""
     run = ProfileRun()
     profiler = cProfile.Profile()
     busy = sys.getprofile()
@@ -339,10 +354,12 @@ def profiling(root: Path | None = None) -> Iterator[ProfileRun]:
         run.unavailable = f"cProfile could not start ({exc}): no profile taken"
         yield run
         return
+    threads = _ThreadProfilers()
     start = time.perf_counter()
     note = ""
     try:
-        yield run
+        with threads:
+            yield run
     except BaseException as exc:
         note = f"the profiled run raised {type(exc).__name__}: the profile stops there"
         raise
@@ -351,8 +368,80 @@ def profiling(root: Path | None = None) -> Iterator[ProfileRun]:
         run.wall = time.perf_counter() - start
         profiler.create_stats()
         raw = cast(RawStats, profiler.stats)
+        thread_stats = threads.stats()
+        for other in thread_stats:
+            raw = merge_stats(raw, other)
         run.profile = summarize(raw, root)
         run.profile.note = note
+        run.profile.threads = len(thread_stats)
+
+
+class _ThreadProfilers:
+    """cProfile profiles one thread (up to Python 3.11: ``sys.setprofile`` is per thread), so
+    each thread started inside the block gets a profiler of its own, started by the hook that
+    ``threading.setprofile`` installs in new threads; their statistics are merged at the end.
+
+    From Python 3.12 cProfile uses ``sys.monitoring``, whose events come from every thread, and
+    only one profiler may hold it: the block's profiler already sees the threads, and this does
+    nothing."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.version_info < (3, 12)
+        self._profilers: list[cProfile.Profile] = []
+        self._previous: Any = None
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            self._previous = threading.getprofile()
+            threading.setprofile(self._start)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            threading.setprofile(self._previous)
+
+    def _start(self, frame: Any, event: str, arg: Any) -> None:
+        # the first event of a new thread: hand the thread to a profiler of its own
+        sys.setprofile(None)
+        profiler = cProfile.Profile()
+        try:
+            profiler.enable()
+        except ValueError:  # pragma: no cover - another profiler took the thread meanwhile
+            return
+        self._profilers.append(profiler)  # list.append is atomic
+
+    def stats(self) -> list[RawStats]:
+        """The threads' statistics. A thread that outlives the block (a pool kept for later)
+        keeps its profiler until it ends; what it did up to now is read without stopping it
+        (``snapshot_stats``: ``create_stats`` would disable profiling of *this* thread)."""
+        out = []
+        for profiler in list(self._profilers):
+            profiler.snapshot_stats()
+            stats = cast(RawStats, profiler.stats)
+            if stats:
+                out.append(stats)
+        return out
+
+
+def merge_stats(a: RawStats, b: RawStats) -> RawStats:
+    """Two cProfile runs as one (what ``pstats.Stats.add`` does): counts, times and callers of
+    a function seen in both are summed."""
+    merged = dict(a)
+    for key, value in b.items():
+        if key not in merged:
+            merged[key] = value
+            continue
+        cc, nc, tt, ct, callers = merged[key]
+        cc2, nc2, tt2, ct2, callers2 = value
+        both = dict(callers)
+        for caller, counts in callers2.items():
+            # cProfile's callers map to (calls, primitive calls, own, cumulative)
+            old = both.get(caller)
+            if old is not None:
+                counts = (old[0] + counts[0], old[1] + counts[1], old[2] + counts[2],
+                          old[3] + counts[3])  # fmt: skip
+            both[caller] = counts
+        merged[key] = (cc + cc2, nc + nc2, tt + tt2, ct + ct2, both)
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,14 +452,14 @@ def format_profile(profile: Profile, top: int = TOP) -> str:
     """The listing of a failure message: the user's functions by own time, then one line for
     everything else."""
     lines = [
-        f"one more run under {profile.profiler}, {format_duration(profile.total)} on the test's "
-        "thread; your code by own time:"
+        f"one more run under {profile.profiler}, {format_duration(profile.total)} on "
+        f"{profile.where}; your code by own time:"
     ]
     if profile.note:
         lines.append(f"  ({profile.note})")
     functions = profile.top(top)
     if not functions:
-        lines.append("  no function of your code ran in the profiled thread")
+        lines.append("  no function of your code ran in the profiled threads")
     else:
         lines.append(f"  {'own':>9}  {'cumulative':>10}  {'calls':>9}  function")
         for f in functions:
@@ -503,8 +592,8 @@ def format_diff(
     grown = [c for c in changes if c.growth > floor][:top]
     lines = [
         f"time that grew the most, {before_name} → {after_name} (one profiled run each: "
-        f"{format_duration(before.total)} → {format_duration(after.total)} on the test's "
-        "thread; own time, or cumulative for a function called more often):"
+        f"{format_duration(before.total)} → {format_duration(after.total)} on "
+        f"{after.where}; own time, or cumulative for a function called more often):"
     ]
     if not grown:
         lines.append(f"  no function of your code grew by more than {format_duration(floor)}")

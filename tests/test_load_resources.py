@@ -202,9 +202,12 @@ def test_a_url_target_finds_the_process_listening_on_its_port(
     http_server: tuple[int, int],
 ) -> None:
     pid, port = http_server
-    result = run_load(f"http://127.0.0.1:{port}/conftest.py", {"requests": 100})
+    # a second of requests: a short run's CPU (psutil reads it in 10 ms clock ticks) between two
+    # samples 100 ms apart could round to nothing
+    result = run_load(f"http://127.0.0.1:{port}/conftest.py", {"duration": "1s", "users": 2})
+    assert result.count > 10
     assert result.server is not None
-    assert result.server.cpu > 0  # http.server answered 100 requests: it used some CPU
+    assert result.server.cpu > 0  # http.server answered every request: it used some CPU
     assert result.server.rss_peak == pytest.approx(psutil.Process(pid).memory_info().rss, rel=0.10)
 
 
@@ -279,6 +282,28 @@ def test_a_saturated_generator_warns_and_an_idle_one_does_not() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         attach_usage(result, _fake_sampler(0.6, 0.3))
+    # split over generator processes: each saturated one is named by perf_load instead
+    split = _Result()
+    split.hosts = [object()]  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attach_usage(split, _fake_sampler(0.95, 0.3))
+
+
+def test_serve_loop_does_not_call_its_busy_shared_thread_a_saturated_generator() -> None:
+    from aiohttp import web
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LoadGeneratorSaturated)
+        # a closed-model run without think time keeps the one thread busy by design
+        result = run_load(app, {"users": 4, "duration": "1s"})
+    assert result.serve == "loop"
+    assert result.generator is not None
 
 
 def test_resource_thresholds() -> None:

@@ -321,6 +321,60 @@ def test_load_test_profiles_the_apps_handling_not_the_generator(
     assert profile["library"] > 0  # the server, the event loop and the generator: one line
 
 
+ASGI_LOAD_TEST = """
+import os
+import pytest
+import fastapi
+import helpers
+
+helpers.SLOW = float(os.environ.get("SLOW", "0"))
+
+def samples(ms):
+    return [ms / 1000 * (0.98 + 0.04 * i / 19) for i in range(20)]
+
+def make_app():
+    app = fastapi.FastAPI()
+
+    @app.get("/items")
+    {kind}def items():
+        return {{"items": helpers.handle()}}
+
+    return app
+
+@pytest.mark.perf
+def test_items_endpoint(perf, perf_load):
+    # served by uvicorn on a thread of its own (serve="thread", the default for ASGI apps); a
+    # sync endpoint runs in Starlette's thread pool, threads started during the run too
+    result = perf_load(make_app(), path="/items", users=2, requests=40, record=False)
+    assert result.errors == 0 and result.serve == "thread"
+    perf.record("t", samples(8 if helpers.SLOW else 5))
+"""
+
+
+@pytest.mark.parametrize("kind", ["async ", ""], ids=["async-endpoint", "sync-endpoint"])
+def test_asgi_load_test_profiles_the_server_threads(pytester: pytest.Pytester, kind: str) -> None:
+    pytester.makepyfile(helpers=HELPERS, test_load=ASGI_LOAD_TEST.format(kind=kind))
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest("--perf", "--perf-update", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    result = _regress(pytester, "--perf-report=r.json")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["one more run under cProfile, * on the test's thread and * it started; your code*"]
+    )
+    listing = _listing(out)
+    # the slowed helper ran on the server's threads, not the test's: found there, and first
+    assert listing[0] == SPIN, listing
+    assert not any("pytest_bridgeperf" in f or "uvicorn" in f for f in listing), listing
+    report = json.loads((pytester.path / "r.json").read_text())
+    profile = report["tests"]["test_load.py::test_items_endpoint"]["profile"]
+    endpoint = next(f for f in profile["functions"] if f["function"] == "items")
+    # 40 requests, each handled once, on whichever thread served it
+    assert endpoint["calls"] == 40, endpoint
+    assert profile["threads"] >= 1
+
+
 # lines= ------------------------------------------------------------------------------------
 
 

@@ -175,12 +175,17 @@ def _own_rss() -> int | None:
 
 @dataclass
 class _Sample:
-    t: int  # perf_counter_ns
+    t: int  # perf_counter_ns when the generator's CPU was read
     server: float  # cumulative CPU seconds
     generator: float
     units: dict[str, float]  # cumulative CPU seconds of each generator unit
     server_rss: int | None
     generator_rss: int | None
+    server_t: int = -1  # perf_counter_ns when the server's CPU was read (-1: at ``t``)
+
+    @property
+    def st(self) -> int:
+        return self.t if self.server_t < 0 else self.server_t
 
 
 @dataclass
@@ -221,8 +226,15 @@ class _Reader:
         except Exception:  # gone, or not ours to read
             return []
 
-    def read(self, units: dict[str, float] | None = None) -> tuple[float, int | None, int]:
-        """(cumulative CPU seconds, RSS bytes or None, processes counted)."""
+    def read(self, units: dict[str, float] | None = None) -> tuple[float, int, int | None, int]:
+        """(cumulative CPU seconds, when they were read: perf_counter_ns, RSS bytes or None,
+        processes counted).
+
+        The CPU clocks are read first and time-stamped at once; the RSS after. Reading a file
+        (``/proc``, psutil) releases the GIL, and a thread that gives it up waits to get it
+        back behind every busy Python thread (an app spinning on the CPU): a time stamp taken
+        after those reads could be late by far more than the 100 ms between samples, and the
+        CPU rate computed with it wrong by as much."""
         side = self.side
         cpu = 0.0
         rss: int | None = None
@@ -239,11 +251,7 @@ class _Reader:
             cpu += value
             if units is not None:
                 units[f"thread {ident}"] = value
-        if side.own_rss:
-            rss = _own_rss()
-            if rss is None and self.psutil is not None:
-                rss = self.psutil.Process().memory_info().rss
-            count = max(count, 1)
+        read_procs: list[Any] = []
         if self.psutil is not None:
             pids = list(side.pids)
             if side.children:
@@ -257,17 +265,28 @@ class _Reader:
                 for proc in self._tree(pid):
                     try:
                         times = proc.cpu_times()
-                        tree_cpu += times.user + times.system
-                        if pid in side.pids:
-                            mem = proc.memory_info().rss
-                            rss = mem if rss is None else rss + mem
                     except Exception:  # it ended between the listing and the read
                         continue
+                    tree_cpu += times.user + times.system
+                    if pid in side.pids:
+                        read_procs.append(proc)
                     count += 1
                 cpu += tree_cpu
                 if units is not None:
                     units[f"process {pid}"] = tree_cpu
-        return cpu, rss, count
+        stamp = time.perf_counter_ns()
+        if side.own_rss:
+            rss = _own_rss()
+            if rss is None and self.psutil is not None:
+                rss = self.psutil.Process().memory_info().rss
+            count = max(count, 1)
+        for proc in read_procs:
+            try:
+                mem = proc.memory_info().rss
+            except Exception:  # it ended meanwhile
+                continue
+            rss = mem if rss is None else rss + mem
+        return cpu, stamp, rss, count
 
 
 class ResourceSampler:
@@ -324,15 +343,15 @@ class ResourceSampler:
 
     def _take(self, server: _Reader | None, generator: _Reader) -> None:
         units: dict[str, float] = {}
-        s_cpu, s_rss, s_count = server.read() if server is not None else (0.0, None, 0)
-        g_cpu, g_rss, g_count = generator.read(units)
+        g_cpu, g_t, g_rss, g_count = generator.read(units)
+        s_cpu, s_t, s_rss, s_count = server.read() if server is not None else (0.0, g_t, None, 0)
         if not units:
             units["generator"] = g_cpu
         self.processes = {
             "server": max(self.processes["server"], s_count),
             "generator": max(self.processes["generator"], g_count),
         }
-        self.samples.append(_Sample(time.perf_counter_ns(), s_cpu, g_cpu, units, s_rss, g_rss))
+        self.samples.append(_Sample(g_t, s_cpu, g_cpu, units, s_rss, g_rss, s_t))
 
     def usage(
         self, window: tuple[int, int] | None
@@ -357,6 +376,7 @@ class ResourceSampler:
                 self.processes["server"],
                 self.server.shared,
                 None,
+                lambda s: s.st,
             )
         generator = _usage(
             inside,
@@ -366,6 +386,7 @@ class ResourceSampler:
             self.processes["generator"],
             self.generator.shared,
             _busiest(inside),
+            lambda s: s.t,
         )
         return server, generator
 
@@ -378,11 +399,12 @@ def _usage(
     processes: int,
     shared: str | None,
     busiest: float | None,
+    time_of: Any,
 ) -> ResourceUsage:
     first, last = inside[0], inside[-1]
-    span = (last.t - first.t) / 1e9
+    span = (time_of(last) - time_of(first)) / 1e9
     mean = (cpu_of(last) - cpu_of(first)) / span * 100 if span > 0 else math.nan
-    per_interval = _intervals(inside, cpu_of)
+    per_interval = _intervals(inside, cpu_of, time_of)
     rss_values = [r for r in (rss_of(s) for s in every) if r is not None]
     return ResourceUsage(
         cpu=max(0.0, mean),
@@ -392,17 +414,17 @@ def _usage(
         processes=processes,
         shared=shared,
         busiest=busiest if busiest is not None else max(0.0, mean),
-        window=(first.t, last.t),
+        window=(time_of(first), time_of(last)),
     )
 
 
-def _intervals(samples: Iterable[_Sample], cpu_of: Any) -> list[float]:
+def _intervals(samples: Iterable[_Sample], cpu_of: Any, time_of: Any) -> list[float]:
     out: list[float] = []
     previous: _Sample | None = None
     for sample in samples:
-        if previous is not None and sample.t > previous.t:
+        if previous is not None and time_of(sample) > time_of(previous):
             delta = cpu_of(sample) - cpu_of(previous)
-            out.append(max(0.0, delta / ((sample.t - previous.t) / 1e9) * 100))
+            out.append(max(0.0, delta / ((time_of(sample) - time_of(previous)) / 1e9) * 100))
         previous = sample
     return out
 
@@ -487,6 +509,9 @@ def attach_usage(result: Any, sampler: ResourceSampler, *, warn: bool = True) ->
         and generator is not None
         and generator.busiest > GENERATOR_SATURATED
         and not getattr(result, "interrupted", False)
+        # a run split over generator processes: each one's CPU is reported by name instead
+        # (perf_load's per-generator report, see generators.py)
+        and not getattr(result, "hosts", None)
     ):
         import warnings
 
