@@ -158,7 +158,10 @@ def test_server_rss_of_a_child_process_matches_a_known_allocation(tmp_path: Path
     assert reported * 0.98 <= result.server.rss_peak <= reported * 1.10
     assert result.generator is not None
     assert result.generator.rss_peak is not None
-    assert result.generator.rss_peak < result.server.rss_peak  # the block is not ours
+    # the block is not ours: the generator's peak is this process's size (which, in a test
+    # worker that ran a thousand tests, may itself exceed the child's), not that plus the block
+    own = psutil.Process().memory_info().rss
+    assert result.generator.rss_peak < own + _BLOCK / 2
 
 
 def test_serve_loop_counts_the_shared_thread_on_both_sides() -> None:
