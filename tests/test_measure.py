@@ -60,10 +60,12 @@ def test_a_10us_function_is_calibrated_and_agrees_with_timeit() -> None:
     ratio = statistics.median(ours) / statistics.median(theirs)
     assert 0.9 < ratio < 1.1, (statistics.median(ours), statistics.median(theirs))
 
-    # timeit's classic figure: the best of 5 repeats. A median cannot be far below the fastest
+    # timeit's classic figure: the best of its repeats. A median cannot be far below the fastest
     # repeat of the same code unless the harness loses calls: one-sided, so a slow spell of the
-    # machine (which only raises the median) cannot fail it.
-    best = min(timeit.Timer(ten_microseconds).repeat(repeat=5, number=iterations)) / iterations
+    # machine cannot fail it — the fastest is taken over every repeat above as well (50 spread
+    # over the blocks), not only 5 right now, which a slow spell would all lengthen.
+    now = timeit.Timer(ten_microseconds).repeat(repeat=5, number=iterations)
+    best = min(min(theirs), min(now) / iterations)
     assert metric.value > 0.9 * best, (metric.value, best)
 
 
