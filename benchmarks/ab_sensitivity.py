@@ -15,6 +15,7 @@ Odd repetitions run with a process spinning on one core beside them.
 
     python benchmarks/ab_sensitivity.py            # 20 repetitions (about an hour here)
     python benchmarks/ab_sensitivity.py --runs 4   # a quick look
+    python benchmarks/ab_sensitivity.py --endpoint-runs 10   # the endpoint in the first 10 only
 """
 
 from __future__ import annotations
@@ -186,6 +187,12 @@ def main() -> None:
     )
     parser.add_argument("--no-endpoint", action="store_true", help="skip the endpoint")
     parser.add_argument(
+        "--endpoint-runs",
+        type=int,
+        default=None,
+        help="repetitions that include the endpoint (default: all; the target is out of 10)",
+    )
+    parser.add_argument(
         "--only-endpoint", action="store_true", help="only the endpoint (its own 0 %% and +10 %%)"
     )
     args = parser.parse_args()
@@ -208,7 +215,8 @@ def main() -> None:
             noisy = run % 2 == 1
             for branch in variants:
                 tests = [] if args.only_endpoint else ["test_work.py::test_work"]
-                if not args.no_endpoint and branch in ("same", "slow10"):
+                endpoint_runs = args.runs if args.endpoint_runs is None else args.endpoint_runs
+                if not args.no_endpoint and branch in ("same", "slow10") and run < endpoint_runs:
                     tests.append("test_work.py::test_endpoint")
                 if not tests:
                     continue

@@ -64,7 +64,7 @@ RunRound = Callable[[str, str], SideRun]
 @dataclass(frozen=True)
 class TrialSettings:
     tolerance: float
-    max_rounds: int = 20  # measured rounds per side
+    max_rounds: int = 40  # measured rounds per side
     max_time: float = 120.0  # seconds for the whole trial of one test, warm-up included
     warmup: int = 1  # unmeasured rounds per side first
     #: the error rate of a whole trial: the interval of each look is at 1 − alpha/looks
