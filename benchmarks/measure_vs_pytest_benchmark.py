@@ -7,8 +7,10 @@ default settings, in the same pytest process, tool after tool for each function 
 first alternates between repetitions, so neither always gets the warmer cache). The run is
 repeated ``--repeats`` times as the machine is found, then as many times with one CPU kept busy by
 another process. Printed per function: each tool's median (the median over the repetitions of
-the median it reported), their ratio, the run-to-run spread of each tool's median —
-(max − min) / median over the repetitions — and the time each tool took.
+the median it reported), its ratio to pytest-benchmark's and to timeit's (the reference: a plain
+``fn()`` loop, no argument unpacking, in repeats as long as perf.measure's rounds), the run-to-run
+spread of each tool's median — (max − min) / median over the repetitions, and the interquartile
+range / median, which one outlying repetition does not decide — and the time each tool took.
 
 Usage: ``python benchmarks/measure_vs_pytest_benchmark.py [--repeats 10] [--only quiet|busy]
 [--option rounds=50 ...]`` (``--option`` passes keywords to ``perf.measure``).
@@ -33,13 +35,15 @@ FUNCTIONS = {
     "100us": "sorted(DATA)",
     "10ms": "sum(i * i for i in range(360_000))",
 }
-TOOLS = ("pytest-benchmark", "perf.measure", "perf.measure cpu")
+TOOLS = ("pytest-benchmark", "perf.measure", "perf.measure cpu", "timeit")
 
 HEADER = """
 import json
 import os
 import random
+import statistics
 import time
+import timeit
 
 import pytest
 
@@ -60,9 +64,9 @@ def f_10ms():
     return sum(i * i for i in range(360_000))
 
 
-def took(tool, key, seconds):
+def took(tool, key, seconds, median=None):
     with open(os.environ["TOOK_FILE"], "a", encoding="utf-8") as fh:
-        fh.write(json.dumps([tool, key, seconds]) + "\\n")
+        fh.write(json.dumps([tool, key, seconds, median]) + "\\n")
 """
 
 BENCHMARK_TEST = """
@@ -78,6 +82,20 @@ def test_measure_{key}(perf):
     start = time.perf_counter()
     perf.measure(f_{key}, name="{key}", **OPTIONS)
     took("perf.measure", "{key}", time.perf_counter() - start)
+"""
+
+TIMEIT_TEST = """
+def test_timeit_{key}():
+    # the reference: timeit's own loop (a plain fn() call, no argument unpacking), repeats of
+    # ~0.5 ms (perf.measure's round) for ~0.5 s in all, the median per-call time
+    start = time.perf_counter()
+    timer = timeit.Timer(f_{key})
+    number, total = timer.autorange()
+    per_call = total / number
+    number = max(1, round(0.0005 / per_call))
+    repeats = max(5, min(2000, round(0.5 / (number * per_call))))
+    times = [t / number for t in timer.repeat(repeat=repeats, number=number)]
+    took("timeit", "{key}", time.perf_counter() - start, statistics.median(times))
 """
 
 MEASURE_CPU_TEST = """
@@ -97,7 +115,7 @@ def burn() -> None:  # pragma: no cover - runs in a child process
 def write_tests(root: Path, repetition: int, options: dict[str, Any]) -> None:
     parts = [HEADER.format(options=repr(options))]
     for key in FUNCTIONS:
-        tests = [BENCHMARK_TEST, MEASURE_TEST, MEASURE_CPU_TEST]
+        tests = [BENCHMARK_TEST, MEASURE_TEST, MEASURE_CPU_TEST, TIMEIT_TEST]
         if repetition % 2:  # alternate which tool measures a function first
             tests.reverse()
         parts += [t.format(key=key) for t in tests]
@@ -139,8 +157,9 @@ def run_once(root: Path, repetition: int, options: dict[str, Any]) -> dict[tuple
             tool = "perf.measure cpu" if row["name"].endswith(" cpu") else "perf.measure"
             results[tool, row["name"].removesuffix(" cpu")] = {"median": row["current"]}
     for line in (root / "took.jsonl").read_text(encoding="utf-8").splitlines():
-        tool, key, seconds = json.loads(line)
-        results[tool, key]["took"] = seconds
+        tool, key, seconds, median = json.loads(line)
+        entry = results.setdefault((tool, key), {"median": median})
+        entry["took"] = seconds
     return results
 
 
@@ -172,20 +191,23 @@ def us(seconds: float) -> str:
 def table(title: str, runs: list[dict[tuple[str, str], Any]]) -> None:
     print(f"\n{title} ({len(runs)} repetitions, load average {load()})")
     print(
-        "| function | tool | median | ratio to pytest-benchmark | run-to-run spread | time taken |"
+        "| function | tool | median | ratio to pytest-benchmark | ratio to timeit "
+        "| spread max−min | spread IQR | time taken |"
     )
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for key, expression in FUNCTIONS.items():
         reference = statistics.median(run["pytest-benchmark", key]["median"] for run in runs)
+        truth = statistics.median(run["timeit", key]["median"] for run in runs)
         for tool in TOOLS:
             medians = [run[tool, key]["median"] for run in runs]
             middle = statistics.median(medians)
             spread = (max(medians) - min(medians)) / middle
+            quartiles = statistics.quantiles(medians, n=4)
+            iqr = (quartiles[2] - quartiles[0]) / middle
             took = statistics.median(run[tool, key]["took"] for run in runs)
-            ratio = middle / reference
             print(
-                f"| `{expression}` | {tool} | {us(middle)} | {ratio:.3f} | "
-                f"{spread * 100:.1f} % | {took:.2f} s |"
+                f"| `{expression}` | {tool} | {us(middle)} | {middle / reference:.3f} | "
+                f"{middle / truth:.3f} | {spread * 100:.1f} % | {iqr * 100:.1f} % | {took:.2f} s |"
             )
 
 
