@@ -30,7 +30,7 @@ DEFAULTS: dict[str, str] = {
     "perf_alpha": "0.01",
     "perf_max_duration": "60s",
     "perf_confirm": "1",
-    "perf_against_rounds": "40",
+    "perf_against_rounds": "60",
     "perf_against_max_time": "120s",
     "perf_against_warmup": "1",
     "perf_against_load_duration": "",
@@ -64,7 +64,7 @@ class Settings:
     against: str | None = None  # --perf-against=REF: measure REF in the same run and compare
     against_python: str | None = None  # --perf-against-python: the interpreter of REF's side
     against_paths: tuple[str, ...] = ()  # ini perf_against_paths: REF's import roots
-    against_rounds: int = 40  # measured rounds per side and test, at most
+    against_rounds: int = 60  # measured rounds per side and test, at most
     against_max_time: float = 120.0  # seconds of one test's A/B trial, at most
     against_warmup: int = 1  # unmeasured rounds per side before a test's first block
     against_load_duration: float | None = None  # cap of each perf_load duration in a round
