@@ -67,7 +67,7 @@ class TrialSettings:
     max_rounds: int = 60  # measured rounds per side
     max_time: float = 120.0  # seconds for the whole trial of one test, warm-up included
     warmup: int = 1  # unmeasured rounds per side first
-    #: the error rate of a whole trial: the interval of each look is at 1 − alpha/looks
+    #: the error rate of a whole trial: each look's interval is at the level look_alpha() gives
     alpha: float = 0.05
     label: str = "REF"  # how B is named in messages: "origin/main (3f2a9c1)"
     min_delta: float = 0.0  # an absolute floor, as in the committed-baseline mode
