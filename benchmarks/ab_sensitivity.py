@@ -211,11 +211,11 @@ def main() -> None:
             if outcome != "passed":
                 sys.exit(f"recording the baseline failed:\n{out}")
             baseline = (project / "perf-baseline.json").read_text()
+        endpoint_runs = args.runs if args.endpoint_runs is None else args.endpoint_runs
         for run in range(args.runs):
             noisy = run % 2 == 1
             for branch in variants:
                 tests = [] if args.only_endpoint else ["test_work.py::test_work"]
-                endpoint_runs = args.runs if args.endpoint_runs is None else args.endpoint_runs
                 if not args.no_endpoint and branch in ("same", "slow10") and run < endpoint_runs:
                     tests.append("test_work.py::test_endpoint")
                 if not tests:
